@@ -1,0 +1,29 @@
+"""Argument checks done before any I/O, so bad input never reaches the database."""
+
+from __future__ import annotations
+
+BIGINT_MIN = -(2**63)
+BIGINT_MAX = 2**63 - 1
+
+
+def _require_int(name: str, value: object) -> int:
+    # bool is an int subclass; True as a project id is always a bug.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"pgcounter: {name} must be an int, got {type(value).__name__}")
+    return value
+
+
+def check_project_id(project_id: object) -> int:
+    value = _require_int("project_id", project_id)
+    if not BIGINT_MIN <= value <= BIGINT_MAX:
+        raise ValueError(f"pgcounter: project_id {value} is outside the bigint range")
+    return value
+
+
+def check_delta(delta: object) -> int:
+    value = _require_int("delta", delta)
+    if value < 1:
+        raise ValueError(f"pgcounter: delta must be at least 1, got {value}")
+    if value > BIGINT_MAX:
+        raise ValueError(f"pgcounter: delta {value} is outside the bigint range")
+    return value
