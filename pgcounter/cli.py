@@ -1,0 +1,222 @@
+"""The `pgcounter` command line: migrations, manual increments, reads.
+
+A user mistake (bad argument, unreachable database, database never migrated) prints one line
+on stderr and exits non-zero; a traceback means a bug in pgcounter.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import alembic.util
+import click
+import psycopg
+import psycopg_pool
+
+from pgcounter import migrations
+from pgcounter.client import ProjectCounter
+from pgcounter.dsn import describe_dsn
+from pgcounter.embedded import EmbeddedServer
+from pgcounter.errors import CounterError, CounterNotInstalledError
+from pgcounter.validation import BIGINT_MAX, BIGINT_MIN
+
+
+
+class BigInt(click.ParamType):
+    """An integer in PostgreSQL's bigint range, at least `minimum`; plain-spoken errors."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int = BIGINT_MIN) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip(), 10)
+            except ValueError:
+                self.fail(f"{value!r} is not an integer", param, ctx)
+        if number < self.minimum:
+            self.fail(f"must be at least {self.minimum}, got {number}", param, ctx)
+        if number > BIGINT_MAX:
+            self.fail(f"{number} is larger than the bigint maximum {BIGINT_MAX}", param, ctx)
+        return number
+
+
+PROJECT_ID = BigInt()
+DELTA = BigInt(minimum=1)
+CONNECT_TIMEOUT_S = 10
+
+# Errors that are the user's or the environment's, not pgcounter's: one line, exit 1.
+USER_ERRORS = (
+    CounterError,
+    psycopg.Error,
+    psycopg_pool.PoolTimeout,
+    alembic.util.CommandError,
+    OSError,
+)
+
+
+def flatten(exc: BaseException) -> str:
+    """An error's message on one line (libpq's often span several)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+class Cli(click.Group):
+    """A click group whose errors are one line each, never a usage dump or a traceback."""
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
+    ) -> NoReturn:
+        extra["standalone_mode"] = False
+        try:
+            result = super().main(args, prog_name or "pgcounter", **extra)
+        except click.ClickException as exc:
+            self._fail(exc.format_message(), exc.exit_code)
+        except click.exceptions.Abort:
+            self._fail("aborted", 1)
+        except USER_ERRORS as exc:
+            self._fail(flatten(exc), 1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+    @staticmethod
+    def _fail(message: str, code: int) -> NoReturn:
+        if not message.startswith("pgcounter:"):
+            message = f"pgcounter: {message}"
+        click.echo(message.replace("\n", " "), err=True)
+        sys.exit(code)
+
+
+@dataclass
+class Target:
+    """The database the commands work on: the configured one, or the embedded default."""
+
+    dsn_option: str | None
+    _dsn: str | None = None
+    embedded: EmbeddedServer | None = field(default=None, repr=False)
+
+    def dsn(self) -> str:
+        if self._dsn is None:
+            if self.dsn_option:
+                self._dsn = self.dsn_option
+                check_reachable(self._dsn)
+            else:
+                self.embedded = EmbeddedServer()
+                self._dsn = self.embedded.dsn
+                click.echo(
+                    f"pgcounter: no PGCOUNTER_DSN or --dsn; using the embedded PostgreSQL "
+                    f"({self.embedded.provider}) in {self.embedded.data_dir}",
+                    err=True,
+                )
+        return self._dsn
+
+    def ready_dsn(self) -> str:
+        """The DSN, with the embedded database migrated to head (a configured one is not)."""
+        dsn = self.dsn()
+        if self.embedded is not None and migrations.current_revision(dsn) != (
+            migrations.head_revision()
+        ):
+            migrations.upgrade(dsn)
+            click.echo("pgcounter: migrated the embedded database to head", err=True)
+        return dsn
+
+
+def check_reachable(dsn: str) -> None:
+    """Fail fast, with libpq's own reason, instead of a pool timeout half a minute later."""
+    try:
+        psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
+    except psycopg.Error as exc:
+        raise CounterError(
+            f"pgcounter: cannot connect to {describe_dsn(dsn)}: {flatten(exc)}"
+        ) from exc
+
+
+pass_target = click.make_pass_decorator(Target)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--dsn",
+    envvar=migrations.DSN_ENV,
+    metavar="DSN",
+    help=f"libpq URL or key=value string [env: {migrations.DSN_ENV}]. "
+    "Without one, an embedded PostgreSQL in a per-user folder is used.",
+)
+@click.version_option(package_name="pgcounter")
+@click.pass_context
+def cli(ctx: click.Context, dsn: str | None) -> None:
+    """Per-project counters in PostgreSQL."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    ctx.obj = Target(dsn)
+
+
+@cli.command()
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.option("--sql", "offline", is_flag=True, help="Print the SQL for review; touch no database.")
+@pass_target
+def migrate(target: Target, revision: str, offline: bool) -> None:
+    """Install or upgrade the pgcounter bundle in the database."""
+    if offline:
+        migrations.offline_sql(revision)
+        return
+    dsn = target.dsn()
+    migrations.upgrade(dsn, revision)
+    click.echo(f"at revision {migrations.current_revision(dsn)}")
+
+
+@cli.command()
+@click.argument("revision")
+@pass_target
+def downgrade(target: Target, revision: str) -> None:
+    """Downgrade to REVISION; `base` removes everything pgcounter created."""
+    dsn = target.dsn()
+    migrations.downgrade(dsn, revision)
+    click.echo(f"at revision {migrations.current_revision(dsn) or 'base'}")
+
+
+@cli.command()
+@click.argument("project_id", type=PROJECT_ID)
+@click.option("--delta", type=DELTA, default=1, show_default=True, help="How many numbers to take.")
+@click.option("--statement-timeout-ms", type=click.IntRange(1), default=3000, show_default=True)
+@click.option("--max-retries", type=click.IntRange(0), default=3, show_default=True)
+@pass_target
+def increment(
+    target: Target, project_id: int, delta: int, statement_timeout_ms: int, max_retries: int
+) -> None:
+    """Add DELTA to the counter of PROJECT_ID and print the new value."""
+    with counter(target, statement_timeout_ms=statement_timeout_ms, max_retries=max_retries) as c:
+        click.echo(c.increment(project_id, delta))
+
+
+@cli.command()
+@click.argument("project_id", type=PROJECT_ID)
+@pass_target
+def get(target: Target, project_id: int) -> None:
+    """Print the last number handed out for PROJECT_ID (0 if none)."""
+    with counter(target) as c:
+        click.echo(c.current(project_id))
+
+
+@contextmanager
+def counter(target: Target, **options: Any) -> Iterator[ProjectCounter]:
+    dsn = target.ready_dsn()
+    try:
+        with ProjectCounter(
+            dsn, min_size=1, max_size=1, connect_timeout_s=CONNECT_TIMEOUT_S, **options
+        ) as c:
+            yield c
+    except CounterNotInstalledError as exc:
+        raise CounterNotInstalledError(
+            f"pgcounter: {describe_dsn(dsn)} has no pgcounter bundle; run `pgcounter migrate`"
+        ) from exc
+
+
+main: Callable[..., NoReturn] = cli.main

@@ -1,0 +1,46 @@
+"""Test helpers that act on a real server from another session."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+
+@contextmanager
+def row_lock_held(dsn: str, project_id: int) -> Iterator[psycopg.Connection[Any]]:
+    """Another session holds the project's row lock (an open increment) until the block ends.
+
+    The block may commit or roll back the yielded connection itself; otherwise it rolls back.
+    """
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT pgcounter.increment_project_counter(%s, 1)", (project_id,))
+        try:
+            yield holder
+        finally:
+            if not holder.closed:
+                holder.rollback()
+
+
+def release_after(conn: psycopg.Connection[Any], seconds: float, *, commit: bool) -> threading.Thread:
+    """End `conn`'s transaction from a background thread after `seconds`."""
+
+    def end() -> None:
+        threading.Event().wait(seconds)
+        if commit:
+            conn.commit()
+        else:
+            conn.rollback()
+
+    thread = threading.Thread(target=end, daemon=True)
+    thread.start()
+    return thread
+
+
+def statement_timeout(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SHOW statement_timeout").fetchone()
+    assert row is not None
+    return str(row[0])
