@@ -26,8 +26,7 @@ from pgcounter.errors import CounterError, CounterNotInstalledError
 from pgcounter.validation import BIGINT_MAX, BIGINT_MIN
 
 
-
-class BigInt(click.ParamType):
+class BigInt(click.ParamType):  # type: ignore[type-arg]
     """An integer in PostgreSQL's bigint range, at least `minimum`; plain-spoken errors."""
 
     name = "integer"

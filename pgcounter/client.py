@@ -43,8 +43,10 @@ class ProjectCounter:
         rng: random.Random | None = None,
     ) -> None:
         self._configure(
-            statement_timeout_ms, RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms),
-            metrics, rng,
+            statement_timeout_ms,
+            RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms),
+            metrics,
+            rng,
         )
         pool = ConnectionPool(
             dsn,
@@ -77,8 +79,10 @@ class ProjectCounter:
         """A counter on a pool the caller already has; closing the counter leaves it open."""
         self = cls.__new__(cls)
         self._configure(
-            statement_timeout_ms, RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms),
-            metrics, rng,
+            statement_timeout_ms,
+            RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms),
+            metrics,
+            rng,
         )
         self._pool = pool
         self._owns_pool = False

