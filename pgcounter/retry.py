@@ -1,7 +1,7 @@
 """When an increment is tried again, how long to wait, and what gets reported.
 
-Sans-I/O on purpose: the sync and async clients run the same `Attempts` and differ only in
-how they sleep, so the retry rules, the metrics and the logs cannot drift apart.
+Sans-I/O on purpose: a client runs `Attempts` and only does the sleeping itself, so every
+client (the sync one now, an async one later) shares the retry rules, metrics and logs.
 Hand-written rather than stamina/tenacity: retrying is decided per attempt from the psycopg
 error, the random source must be injectable for deterministic tests, the metrics carry
 pgcounter's historical names, and the success path must allocate next to nothing.

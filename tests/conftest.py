@@ -9,114 +9,102 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pytest_postgresql.janitor import DatabaseJanitor
+from pytest_postgresql import factories
 
 from pgcounter import ProjectCounter, migrations
 from pgcounter.metrics import Tags
 
 TEST_DSN_ENV = "PGCOUNTER_TEST_DSN"
+SERVER_KIND = pytest.StashKey[str]()
+EMBEDDED = pytest.StashKey[tuple[Any, Path]]()
 
 
-@dataclass(frozen=True)
-class Server:
-    host: str
-    port: int
-    user: str
-    password: str | None
-    maintenance_db: str
-    kind: str
-
-    def dsn(self, dbname: str) -> str:
-        return make_conninfo(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password or None,
-            dbname=dbname,
-        )
-
-    def janitor(self, dbname: str, **kwargs: Any) -> DatabaseJanitor:
-        return DatabaseJanitor(
-            user=self.user,
-            host=self.host,
-            port=self.port,
-            password=self.password,
-            dbname=dbname,
-            maintenance_dbname=self.maintenance_db,
-            **kwargs,
-        )
-
-
-def _server_from_dsn(dsn: str, kind: str) -> Server:
+def _apply_server_options(config: pytest.Config, dsn: str) -> None:
+    """Point pytest-postgresql's no-process fixtures at the server `dsn` names."""
     params = conninfo_to_dict(dsn)
-    return Server(
-        host=str(params.get("host") or "localhost"),
-        port=int(params.get("port") or 5432),
-        user=str(params.get("user") or "postgres"),
-        password=str(params["password"]) if params.get("password") else None,
-        maintenance_db=str(params.get("dbname") or "postgres"),
-        kind=kind,
-    )
+    config.option.postgresql_host = str(params.get("host") or "localhost")
+    config.option.postgresql_port = int(params.get("port") or 5432)
+    config.option.postgresql_user = str(params.get("user") or "postgres")
+    config.option.postgresql_password = str(params.get("password") or "") or None
+    config.option.postgresql_maintenance_dbname = str(params.get("dbname") or "postgres")
+    # A run that was killed may have left its template behind.
+    config.option.postgresql_drop_test_database = True
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def pytest_configure(config: pytest.Config) -> None:
     dsn = os.environ.get(TEST_DSN_ENV)
     if dsn:
-        yield _server_from_dsn(dsn, "external")
-        return
-    from pgcounter.embedded import EmbeddedServer
+        config.stash[SERVER_KIND] = "external"
+    else:
+        from pgcounter.embedded import EmbeddedServer
 
-    # Under a temporary folder: the embedded server opens up the folders above its data dir.
-    embedded = EmbeddedServer(tmp_path_factory.mktemp("embedded") / "pgdata", delete_on_exit=True)
-    try:
-        yield _server_from_dsn(embedded.dsn, "embedded")
-    finally:
+        # Under a temporary folder: the embedded server opens up the folders above its data
+        # directory, and it is deleted again when the run ends.
+        root = Path(tempfile.mkdtemp(prefix="pgcounter-tests-"))
+        embedded = EmbeddedServer(root / "pgdata", delete_on_exit=True)
+        config.stash[EMBEDDED] = (embedded, root)
+        config.stash[SERVER_KIND] = "embedded"
+        dsn = embedded.dsn
+    _apply_server_options(config, dsn)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    started = config.stash.get(EMBEDDED, None)
+    if started is not None:
+        embedded, root = started
         embedded.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
-def _migrate_loader(
-    host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
-) -> None:
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"pgcounter test server: {config.stash.get(SERVER_KIND, '?')}"
+
+
+def _migrate(host: str, port: int, user: str, dbname: str, password: str | None, **_: Any) -> None:
     migrations.upgrade(
         make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password or None)
     )
 
 
-@pytest.fixture(scope="session")
-def template_db(pg_server: Server) -> Iterator[str]:
-    name = f"pgcounter_template_{os.getpid()}"
-    janitor = pg_server.janitor(name, as_template=True)
-    janitor.drop()
-    with janitor:
-        janitor.load(_migrate_loader)
-        yield name
+# Databases through pytest-postgresql: a template migrated once per run, a fresh clone of
+# it for every test; and a fresh database that was never migrated.
+migrated_server = factories.postgresql_noproc(dbname="pgcounter_tests", load=[_migrate])
+migrated_db = factories.postgresql("migrated_server")
+empty_server = factories.postgresql_noproc(dbname="pgcounter_empty")
+empty_db = factories.postgresql("empty_server")
 
 
-def _fresh_db(pg_server: Server, template: str | None) -> Iterator[str]:
-    name = f"pgcounter_test_{uuid.uuid4().hex[:12]}"
-    with pg_server.janitor(name, template_dbname=template):
-        yield pg_server.dsn(name)
+def _dsn_of(conn: psycopg.Connection[Any]) -> str:
+    info = conn.info
+    return make_conninfo(
+        host=info.host,
+        port=info.port,
+        user=info.user,
+        password=info.password or None,
+        dbname=info.dbname,
+    )
 
 
 @pytest.fixture
-def dsn(pg_server: Server, template_db: str) -> Iterator[str]:
+def dsn(migrated_db: psycopg.Connection[Any]) -> str:
     """A fresh database with the bundle installed."""
-    yield from _fresh_db(pg_server, template_db)
+    return _dsn_of(migrated_db)
 
 
 @pytest.fixture
-def empty_dsn(pg_server: Server) -> Iterator[str]:
+def empty_dsn(empty_db: psycopg.Connection[Any]) -> str:
     """A fresh database pgcounter was never migrated into."""
-    yield from _fresh_db(pg_server, None)
+    return _dsn_of(empty_db)
 
 
 @pytest.fixture

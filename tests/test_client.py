@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pytest
+from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from pgcounter import CounterNotInstalledError, ProjectCounter
@@ -139,3 +143,69 @@ def test_increment_is_committed_on_its_own(counter: ProjectCounter, dsn: str) ->
 def test_bad_options_are_refused(dsn: str, kwargs: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         ProjectCounter(dsn, **kwargs)
+
+
+def test_default_isolation_of_the_database_does_not_matter(dsn: str, db: Any) -> None:
+    """A database defaulting to REPEATABLE READ would turn contention into 40001 errors."""
+    db.execute(
+        psycopg.sql.SQL(
+            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'"
+        ).format(psycopg.sql.Identifier(db.info.dbname))
+    )
+    with ProjectCounter(dsn, min_size=8, max_size=8) as counter:
+        with counter.pool.connection() as conn:
+            row = conn.execute("SHOW default_transaction_isolation").fetchone()
+            assert row == ("repeatable read",)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(50):
+                    counter.increment(1)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert counter.current(1) == 400
+
+
+def test_read_only_database_is_a_clear_error_without_retries(
+    dsn: str, db: Any, metrics: Any
+) -> None:
+    db.execute(
+        psycopg.sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+            psycopg.sql.Identifier(db.info.dbname)
+        )
+    )
+    with ProjectCounter(dsn, max_size=1, metrics=metrics) as counter:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            counter.increment(1)
+        assert counter.current(1) == 0
+    assert metrics.incrs == []
+
+
+def test_one_round_trip_per_increment(dsn: str, tmp_path: Path) -> None:
+    """libpq's own trace of the wire: one Sync sent and one ReadyForQuery back per call."""
+    trace = tmp_path / "libpq.trace"
+    with ConnectionPool(dsn, min_size=1, max_size=1, open=True) as pool:
+        counter = ProjectCounter.from_pool(pool)
+        for _ in range(10):  # past psycopg's prepare threshold: the steady state
+            counter.increment(1)
+        with trace.open("w") as out:
+            with pool.connection() as conn:  # the pool's only connection, traced from now on
+                conn.pgconn.trace(out.fileno())
+                conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            assert counter.increment(1) == 11
+            with pool.connection() as conn:
+                conn.pgconn.untrace()
+    lines = trace.read_text().splitlines()
+    sent = [line.split("\t")[2].split(" ")[0] for line in lines if line.startswith("F\t")]
+    received = [line.split("\t")[2].split(" ")[0] for line in lines if line.startswith("B\t")]
+    assert sent.count("Sync") == 1, lines
+    assert received.count("ReadyForQuery") == 1, lines
+    assert sent.count("Execute") == 4, lines

@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
+from psycopg_pool import ConnectionPool
 
 from pgcounter import CounterTimeoutError, ProjectCounter, RetryPolicy
 from pgcounter.metrics import STATEMENT_TIMEOUT_EXHAUSTED, STATEMENT_TIMEOUT_RETRY
 from tests.conftest import RecordingMetrics
-from tests.helpers import release_after, row_lock_held
+from tests.helpers import release_after, row_lock_held, statement_timeout
 
 
 def test_timeout_then_retry_then_success(
@@ -167,3 +171,103 @@ class TestRetryPolicy:
     def test_bad_policy_is_refused(self, kwargs: dict[str, float]) -> None:
         with pytest.raises(ValueError):  # noqa: PT011
             RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prepare_threshold", [None, 0, 5])
+def test_many_timeouts_on_one_connection_leave_it_usable(
+    dsn: str, prepare_threshold: int | None
+) -> None:
+    """Timeouts at every point of psycopg's prepare counting must not break the connection."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if prepare_threshold is not None:
+        kwargs["prepare_threshold"] = prepare_threshold
+    with ConnectionPool(dsn, min_size=1, max_size=1, kwargs=kwargs, open=True) as pool:
+        counter = ProjectCounter.from_pool(
+            pool, statement_timeout_ms=40, max_retries=40, backoff_base_ms=5, backoff_max_ms=10
+        )
+        for expected in (1, 2):
+            assert counter.increment(1) == expected
+        with row_lock_held(dsn, 1) as holder:  # ≥ 8 timed-out attempts on the one connection
+            release_after(holder, 0.6, commit=False)
+            assert counter.increment(1) == 3
+        assert [counter.increment(1) for _ in range(10)] == list(range(4, 14))
+
+
+def test_after_exhaustion_the_pooled_connection_is_clean(dsn: str) -> None:
+    with ProjectCounter(dsn, max_size=1, statement_timeout_ms=30, max_retries=1) as counter:
+        counter.increment(1)
+        with row_lock_held(dsn, 1), pytest.raises(CounterTimeoutError):
+            counter.increment(1)
+        with counter.pool.connection() as conn:
+            assert statement_timeout(conn) == "0"
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        assert counter.increment(1) == 2
+
+
+def test_timeouts_on_a_callers_non_autocommit_pool(dsn: str, metrics: RecordingMetrics) -> None:
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SET statement_timeout = '7s'")
+        conn.commit()
+
+    with ConnectionPool(dsn, min_size=1, max_size=1, configure=configure, open=True) as pool:
+        counter = ProjectCounter.from_pool(
+            pool,
+            statement_timeout_ms=30,
+            max_retries=20,
+            backoff_base_ms=5,
+            backoff_max_ms=20,
+            metrics=metrics,
+        )
+        counter.increment(1)
+        with row_lock_held(dsn, 1) as holder:
+            release_after(holder, 0.3, commit=True)
+            assert counter.increment(1) == 3  # retried past the holder's 2
+        with row_lock_held(dsn, 1), pytest.raises(CounterTimeoutError):
+            counter.increment(1)
+        with pool.connection() as conn:
+            assert conn.autocommit is False
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+            assert statement_timeout(conn) == "7s"  # (this SHOW opens a transaction)
+    assert STATEMENT_TIMEOUT_RETRY in metrics.incr_keys()
+
+
+def test_the_client_sleeps_the_backoff_it_logs(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, pgcounter_logs: pytest.LogCaptureFixture
+) -> None:
+    slept: list[float] = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr("pgcounter.client.time.sleep", recording_sleep)
+    with ProjectCounter(
+        dsn, statement_timeout_ms=30, max_retries=3, backoff_base_ms=40, rng=random.Random(1)
+    ) as counter:
+        counter.increment(1)
+        with row_lock_held(dsn, 1), pytest.raises(CounterTimeoutError):
+            counter.increment(1)
+    logged = [r.sleep_ms for r in pgcounter_logs.records if hasattr(r, "sleep_ms")]
+    assert len(slept) == 3
+    assert slept == pytest.approx([ms / 1000 for ms in logged])
+    expected_rng = random.Random(1)
+    policy = RetryPolicy(max_retries=3, backoff_base_ms=40)
+    assert logged == [policy.backoff_ms(n, expected_rng) for n in (1, 2, 3)]
+
+
+def test_a_lock_timeout_is_not_a_statement_timeout(dsn: str, metrics: RecordingMetrics) -> None:
+    """Only SQLSTATE 57014 is retried; a session's own lock_timeout (55P03) surfaces as is."""
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SET lock_timeout = '20ms'")
+
+    with ConnectionPool(
+        dsn, min_size=1, max_size=1, configure=configure, kwargs={"autocommit": True}, open=True
+    ) as pool:
+        counter = ProjectCounter.from_pool(pool, statement_timeout_ms=5000, metrics=metrics)
+        counter.increment(1)
+        with row_lock_held(dsn, 1), pytest.raises(psycopg.errors.LockNotAvailable):
+            counter.increment(1)
+        assert counter.current(1) == 1
+    assert metrics.incrs == []
