@@ -1,6 +1,6 @@
 """pgcounter: per-project counters in PostgreSQL, never the same number twice."""
 
-from pgcounter.client import ProjectCounter
+from pgcounter.client import CounterOptions, ProjectCounter
 from pgcounter.errors import (
     ConfigurationError,
     CounterError,
@@ -8,15 +8,18 @@ from pgcounter.errors import (
     CounterTimeoutError,
 )
 from pgcounter.metrics import Metrics, NoMetrics
-from pgcounter.retry import RetryPolicy
+from pgcounter.retry import Failure, RetryPolicy, Timeouts
 
 __all__ = [
     "ConfigurationError",
     "CounterError",
     "CounterNotInstalledError",
+    "CounterOptions",
     "CounterTimeoutError",
+    "Failure",
     "Metrics",
     "NoMetrics",
     "ProjectCounter",
     "RetryPolicy",
+    "Timeouts",
 ]

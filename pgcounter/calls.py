@@ -1,19 +1,87 @@
-"""The statements the clients send. They only call the bundle's functions (sql/functions.sql);
-the tables and function bodies are never repeated in Python."""
+"""The statements the clients send, and the order they send them in.
+
+They only call the bundle's functions (sql/functions.sql) and PostgreSQL's own; the tables
+and function bodies are never repeated in Python. A plan is a tuple of `Step`s that a client
+sends in one pipeline: one round trip.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final, LiteralString
 
-# Scoped like SET LOCAL: the value ends with the transaction, whatever happens to it.
-# (SET LOCAL itself cannot take a bind parameter; set_config can.)
-SET_LOCAL_STATEMENT_TIMEOUT: Final[LiteralString] = (
-    "SELECT set_config('statement_timeout', %s, true)"
-)
 INCREMENT: Final[LiteralString] = "SELECT pgcounter.increment_project_counter(%s, %s)"
 CURRENT: Final[LiteralString] = "SELECT pgcounter.current_project_counter(%s)"
+
 # Explicit: a database whose default isolation is REPEATABLE READ or SERIALIZABLE would turn
 # every concurrent increment of a project into a serialization failure.
 BEGIN: Final[LiteralString] = "BEGIN ISOLATION LEVEL READ COMMITTED"
 COMMIT: Final[LiteralString] = "COMMIT"
 ROLLBACK: Final[LiteralString] = "ROLLBACK"
+
+# Scoped like SET LOCAL: the values end with the (sub)transaction. SET LOCAL itself cannot
+# take a bind parameter; set_config can.
+SET_LOCAL_TIMEOUTS: Final[LiteralString] = (
+    "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)"
+)
+
+# In the caller's transaction: a savepoint per attempt, so that a failed attempt is undone
+# without aborting the caller's work. Releasing a savepoint keeps the SET LOCAL values made
+# inside it, so the caller's own values are stashed first and put back before the release.
+SAVEPOINT: Final[LiteralString] = "SAVEPOINT pgcounter_increment"
+RELEASE: Final[LiteralString] = "RELEASE SAVEPOINT pgcounter_increment"
+ROLLBACK_TO: Final[LiteralString] = "ROLLBACK TO SAVEPOINT pgcounter_increment"
+STASH_CALLER_TIMEOUTS: Final[LiteralString] = (
+    "SELECT set_config('pgcounter.caller_statement_timeout', "
+    "current_setting('statement_timeout'), true), "
+    "set_config('pgcounter.caller_lock_timeout', current_setting('lock_timeout'), true)"
+)
+RESTORE_CALLER_TIMEOUTS: Final[LiteralString] = (
+    "SELECT set_config('statement_timeout', "
+    "current_setting('pgcounter.caller_statement_timeout'), true), "
+    "set_config('lock_timeout', current_setting('pgcounter.caller_lock_timeout'), true)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One statement of a plan.
+
+    Only the function call may become a prepared statement (`prepare=None`: psycopg's
+    threshold). psycopg counts a statement as prepared even when the server skipped it after
+    an earlier error in the same pipeline, and every later use of it would then fail.
+    """
+
+    sql: LiteralString
+    params: tuple[object, ...] | None = None
+    prepare: bool | None = False
+    result: bool = False
+
+
+def autonomous(project_id: int, delta: int, statement_ms: str, lock_ms: str) -> tuple[Step, ...]:
+    """The increment as a transaction of its own."""
+    return (
+        Step(BEGIN),
+        Step(SET_LOCAL_TIMEOUTS, (statement_ms, lock_ms)),
+        Step(INCREMENT, (project_id, delta), prepare=None, result=True),
+        Step(COMMIT),
+    )
+
+
+def in_caller_transaction(
+    project_id: int, delta: int, statement_ms: str, lock_ms: str
+) -> tuple[Step, ...]:
+    """The increment inside the caller's open transaction, in a savepoint."""
+    return (
+        Step(SAVEPOINT),
+        Step(STASH_CALLER_TIMEOUTS),
+        Step(SET_LOCAL_TIMEOUTS, (statement_ms, lock_ms)),
+        Step(INCREMENT, (project_id, delta), prepare=None, result=True),
+        Step(RESTORE_CALLER_TIMEOUTS),
+        Step(RELEASE),
+    )
+
+
+UNDO_ATTEMPT: Final[tuple[Step, ...]] = (Step(ROLLBACK_TO), Step(RELEASE))
+"""After a failed attempt in the caller's transaction: the savepoint's work and settings
+are undone, and the caller's transaction is usable again."""

@@ -7,47 +7,52 @@ import random
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict, Unpack
 
 import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from pgcounter import calls
-from pgcounter.metrics import Metrics, NoMetrics
-from pgcounter.retry import Attempts, RetryPolicy, raise_if_not_installed
+from pgcounter.metrics import Metrics
+from pgcounter.retry import Attempts, Failure, RetryPolicy, Timeouts, raise_if_not_installed
 from pgcounter.validation import check_delta, check_project_id
 
 Connection = psycopg.Connection[Any]
 
 
+class CounterOptions(TypedDict, total=False):
+    """What every client accepts besides its connection source. Defaults in the README."""
+
+    statement_timeout_ms: int
+    lock_timeout_ms: int
+    max_retries: int
+    backoff_base_ms: float
+    backoff_max_ms: float
+    deadline_ms: float
+    metrics: Metrics | None
+    rng: random.Random | None
+
+
 class ProjectCounter:
     """Hands out per-project numbers; thread-safe, one pool shared by all threads.
 
-    Each increment is its own short transaction (autonomous: a number taken and then not
-    used by the caller is a gap, never handed out again), sent in one round trip.
+    By default each increment is its own short transaction (autonomous: a number taken and
+    then not used by the caller is a gap, never handed out again), sent in one round trip.
+    With `conn=` it runs inside the caller's transaction instead (gapless, but the row lock
+    is held until the caller commits).
     """
 
     def __init__(
         self,
         dsn: str,
         *,
-        statement_timeout_ms: int = 3000,
-        max_retries: int = 3,
-        backoff_base_ms: float = 50.0,
-        backoff_max_ms: float = 2000.0,
-        metrics: Metrics | None = None,
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout_s: float = 30.0,
-        rng: random.Random | None = None,
+        **options: Unpack[CounterOptions],
     ) -> None:
-        self._configure(
-            statement_timeout_ms,
-            RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms),
-            metrics,
-            rng,
-        )
+        self._configure(**options)
         pool = ConnectionPool(
             dsn,
             min_size=min_size,
@@ -65,73 +70,81 @@ class ProjectCounter:
         self._owns_pool = True
 
     @classmethod
-    def from_pool(
-        cls,
-        pool: ConnectionPool[Any],
-        *,
-        statement_timeout_ms: int = 3000,
-        max_retries: int = 3,
-        backoff_base_ms: float = 50.0,
-        backoff_max_ms: float = 2000.0,
-        metrics: Metrics | None = None,
-        rng: random.Random | None = None,
-    ) -> Self:
+    def from_pool(cls, pool: ConnectionPool[Any], **options: Unpack[CounterOptions]) -> Self:
         """A counter on a pool the caller already has; closing the counter leaves it open."""
         self = cls.__new__(cls)
-        self._configure(
-            statement_timeout_ms,
-            RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms),
-            metrics,
-            rng,
-        )
+        self._configure(**options)
         self._pool = pool
         self._owns_pool = False
         return self
 
     def _configure(
         self,
-        statement_timeout_ms: int,
-        policy: RetryPolicy,
-        metrics: Metrics | None,
-        rng: random.Random | None,
+        *,
+        statement_timeout_ms: int = 3000,
+        lock_timeout_ms: int | None = None,
+        max_retries: int = 3,
+        backoff_base_ms: float = 50.0,
+        backoff_max_ms: float = 1000.0,
+        deadline_ms: float = 10_000.0,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        if isinstance(statement_timeout_ms, bool) or not isinstance(statement_timeout_ms, int):
-            raise TypeError("pgcounter: statement_timeout_ms must be an int")
-        if statement_timeout_ms < 1:
-            raise ValueError(
-                f"pgcounter: statement_timeout_ms must be >= 1, got {statement_timeout_ms}"
-            )
-        self._statement_timeout = str(statement_timeout_ms)
-        self._policy = policy
-        self._metrics: Metrics = metrics if metrics is not None else NoMetrics()
+        if lock_timeout_ms is None:
+            # Somewhat below the statement timeout: a lock wait ends as 55P03 first.
+            lock_timeout_ms = max(1, statement_timeout_ms * 5 // 6)
+        self._timeouts = Timeouts(statement_timeout_ms, lock_timeout_ms)
+        self._policy = RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms, deadline_ms)
+        self._metrics = metrics
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter, not crypto)
 
     @property
     def pool(self) -> ConnectionPool[Any]:
         return self._pool
 
-    def increment(self, project_id: int, delta: int = 1) -> int:
+    def increment(self, project_id: int, delta: int = 1, *, conn: Connection | None = None) -> int:
         """Add `delta` to the project's counter and return the new value.
 
-        The caller owns the numbers `value - delta + 1 … value`. Statement timeouts are
-        retried with backoff; when they run out, CounterTimeoutError.
+        The caller owns the numbers `value - delta + 1 … value`. Transient failures are
+        retried with backoff (README: "Retries"); timeouts that outlast the retries or the
+        deadline raise CounterTimeoutError. With `conn`, the increment joins that
+        connection's open transaction and commits or rolls back with it.
         """
         project_id = check_project_id(project_id)
         delta = check_delta(delta)
-        attempts = Attempts(self._policy, project_id, self._metrics, self._rng)
+        if conn is not None:
+            _check_caller_connection(conn)
+        attempts = Attempts(
+            self._policy,
+            self._timeouts,
+            project_id,
+            self._metrics,
+            self._rng,
+            autonomous=conn is None,
+        )
         while True:
             try:
-                return self._increment_once(project_id, delta)
+                if conn is None:
+                    value = self._autonomous(project_id, delta, attempts)
+                else:
+                    value = _in_caller_transaction(conn, project_id, delta, attempts)
             except psycopg.Error as exc:
-                delay = attempts.after_failure(exc)
+                delay = attempts.failed(exc)
                 if delay is None:
                     raise
-            time.sleep(delay)
+                if attempts.last_failure is Failure.CONNECTION:
+                    self._pool.check()  # drop the pool's other dead connections too
+                time.sleep(delay)
+                continue
+            attempts.succeeded()
+            return value
 
-    def current(self, project_id: int) -> int:
+    def current(self, project_id: int, *, conn: Connection | None = None) -> int:
         """The last number handed out for the project; 0 if it never was incremented."""
         project_id = check_project_id(project_id)
-        with self._pool.connection() as conn:
+        with contextlib.ExitStack() as stack:
+            if conn is None:
+                conn = stack.enter_context(self._pool.connection())
             try:
                 row = conn.execute(calls.CURRENT, (project_id,)).fetchone()
             except psycopg.Error as exc:
@@ -140,22 +153,11 @@ class ProjectCounter:
         assert row is not None
         return int(row[0])
 
-    def _increment_once(self, project_id: int, delta: int) -> int:
-        with self._pool.connection() as conn, _own_transaction(conn):
-            # BEGIN … COMMIT sent together: one round trip, and the statement timeout set
-            # here ends with this transaction. Only the increment is a prepared statement:
-            # psycopg would count a statement that the server skipped after an error in the
-            # same pipeline as prepared, and every later use of it would fail.
-            with _pipeline(conn):
-                conn.execute(calls.BEGIN, prepare=False)
-                conn.execute(
-                    calls.SET_LOCAL_STATEMENT_TIMEOUT, (self._statement_timeout,), prepare=False
-                )
-                cur = conn.execute(calls.INCREMENT, (project_id, delta))
-                conn.execute(calls.COMMIT, prepare=False)
-            row = cur.fetchone()
-        assert row is not None
-        return int(row[0])
+    def _autonomous(self, project_id: int, delta: int, attempts: Attempts) -> int:
+        timeout_s = max(attempts.remaining_s(), 0.001)
+        with self._pool.connection(timeout=timeout_s) as conn, _own_transaction(conn):
+            statement_ms, lock_ms = attempts.start()
+            return _run(conn, calls.autonomous(project_id, delta, statement_ms, lock_ms))
 
     def close(self) -> None:
         if self._owns_pool:
@@ -171,6 +173,50 @@ class ProjectCounter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _send(conn: Connection, plan: tuple[calls.Step, ...]) -> psycopg.Cursor[Any] | None:
+    """Send a plan in one pipeline: one round trip (one per step without libpq 14+)."""
+    result = None
+    pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
+    with pipeline:
+        for step in plan:
+            cursor = conn.execute(step.sql, step.params, prepare=step.prepare)
+            if step.result:
+                result = cursor
+    return result
+
+
+def _run(conn: Connection, plan: tuple[calls.Step, ...]) -> int:
+    cursor = _send(conn, plan)
+    assert cursor is not None
+    row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _in_caller_transaction(
+    conn: Connection, project_id: int, delta: int, attempts: Attempts
+) -> int:
+    statement_ms, lock_ms = attempts.start()
+    try:
+        return _run(conn, calls.in_caller_transaction(project_id, delta, statement_ms, lock_ms))
+    except psycopg.Error:
+        if not conn.closed and conn.info.transaction_status == pq.TransactionStatus.INERROR:
+            # Back to the caller's state before this attempt; if even that fails, the
+            # original error goes on and the caller's transaction is theirs to roll back.
+            with contextlib.suppress(psycopg.Error):
+                _send(conn, calls.UNDO_ATTEMPT)
+        raise
+
+
+def _check_caller_connection(conn: Connection) -> None:
+    status = conn.info.transaction_status
+    if conn.autocommit and status == pq.TransactionStatus.IDLE:
+        raise ValueError(
+            "pgcounter: conn= must be inside a transaction; an autocommit connection needs "
+            "`with conn.transaction():` around the call"
+        )
 
 
 @contextlib.contextmanager
@@ -190,11 +236,6 @@ def _own_transaction(conn: Connection) -> Iterator[None]:
         _back_to_idle(conn)
         if not was_autocommit and not conn.closed:
             conn.autocommit = False
-
-
-def _pipeline(conn: Connection) -> contextlib.AbstractContextManager[Any]:
-    # libpq < 14 has no pipeline mode: the same statements then take four round trips.
-    return conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
 
 
 def _idle(conn: Connection) -> bool:

@@ -11,10 +11,18 @@ from collections.abc import Mapping
 from typing import Protocol
 
 PREFIX = "counter.increment_project_counter_in_database"
+
+DURATION = PREFIX
+"""Timing (ms) of every increment call, retries included; tags `outcome` (ok,
+timeout_exhausted, error) and `attempts`."""
 STATEMENT_TIMEOUT_RETRY = f"{PREFIX}.statement_timeout_retry"
-"""Counted on every retry after a statement timeout; tag `attempt` is the attempt that failed."""
+"""Counted on every retry after a timeout (statement or lock); tags `attempt` (the attempt
+that failed: 1, 2, …) and `reason` (statement_timeout, lock_timeout)."""
 STATEMENT_TIMEOUT_EXHAUSTED = f"{PREFIX}.statement_timeout_exhausted"
-"""Counted when an increment gave up: every attempt ran into the statement timeout."""
+"""Counted when an increment gave up on timeouts: retries or deadline used up."""
+RETRY = f"{PREFIX}.retry"
+"""Counted on every retry, whatever the reason; tags `attempt` and `reason` (statement_timeout,
+lock_timeout, deadlock, serialization, connection)."""
 
 Tags = Mapping[str, str]
 

@@ -1,10 +1,10 @@
-"""Statement timeouts under a real row lock: retried with backoff, then given up on."""
+"""Timeouts under a real row lock held by another session: retried with backoff, within a
+budget, then given up on; and what gets reported on the way."""
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from typing import Any
 
@@ -13,23 +13,46 @@ import pytest
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
-from pgcounter import CounterTimeoutError, ProjectCounter, RetryPolicy
-from pgcounter.metrics import STATEMENT_TIMEOUT_EXHAUSTED, STATEMENT_TIMEOUT_RETRY
+from pgcounter import CounterTimeoutError, Failure, ProjectCounter, RetryPolicy
+from pgcounter.metrics import (
+    DURATION,
+    RETRY,
+    STATEMENT_TIMEOUT_EXHAUSTED,
+    STATEMENT_TIMEOUT_RETRY,
+)
+from pgcounter.retry import classify
 from tests.conftest import RecordingMetrics
 from tests.helpers import release_after, row_lock_held, statement_timeout
 
+# statement_timeout fires first when the lock timeout is longer: the 57014 path
+STATEMENT_FIRST = {"statement_timeout_ms": 100, "lock_timeout_ms": 5000}
+# the default shape: the lock timeout fires first, 55P03
+LOCK_FIRST = {"statement_timeout_ms": 1000, "lock_timeout_ms": 100}
 
-def test_timeout_then_retry_then_success(
-    dsn: str, metrics: RecordingMetrics, pgcounter_logs: pytest.LogCaptureFixture
+
+def retry_tags(metrics: RecordingMetrics, key: str) -> list[dict[str, str] | None]:
+    return [tags for k, _, tags in metrics.incrs if k == key]
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "reason"),
+    [(STATEMENT_FIRST, "statement_timeout"), (LOCK_FIRST, "lock_timeout")],
+)
+def test_lock_shorter_than_the_budget_retry_then_success(
+    dsn: str,
+    metrics: RecordingMetrics,
+    pgcounter_logs: pytest.LogCaptureFixture,
+    timeouts: dict[str, int],
+    reason: str,
 ) -> None:
     with ProjectCounter(
         dsn,
-        statement_timeout_ms=100,
         max_retries=10,
         backoff_base_ms=20,
         backoff_max_ms=100,
         metrics=metrics,
-        max_size=2,
+        statement_timeout_ms=timeouts["statement_timeout_ms"],
+        lock_timeout_ms=timeouts["lock_timeout_ms"],
     ) as counter:
         counter.increment(1)  # the row exists: 1
         with row_lock_held(dsn, 1) as holder:  # another session's increment: 2, uncommitted
@@ -37,32 +60,39 @@ def test_timeout_then_retry_then_success(
             value = counter.increment(1)
             releaser.join()
         assert value == 3
-        assert counter.current(1) == 3
+        assert counter.current(1) == 3  # = the deltas of the three calls that succeeded
 
-    retries = [tags for key, _, tags in metrics.incrs if key == STATEMENT_TIMEOUT_RETRY]
+    retries = retry_tags(metrics, STATEMENT_TIMEOUT_RETRY)
     assert len(retries) >= 2  # 0.45 s of lock against 100 ms attempts
-    assert retries == [{"attempt": str(n)} for n in range(1, len(retries) + 1)]
+    assert retries == [{"attempt": str(n), "reason": reason} for n in range(1, len(retries) + 1)]
+    assert retry_tags(metrics, RETRY) == retries
     assert STATEMENT_TIMEOUT_EXHAUSTED not in metrics.incr_keys()
+    assert metrics.timings[-1][0] == DURATION
+    assert metrics.timings[-1][2] == {"outcome": "ok", "attempts": str(len(retries) + 1)}
+    assert metrics.timings[-1][1] >= 400  # ms: it waited for the lock
 
     warnings = [r for r in pgcounter_logs.records if r.levelno == logging.WARNING]
     assert len(warnings) == len(retries)
-    assert all(r.project_id == 1 for r in warnings)  # type: ignore[attr-defined]
-    assert [r.attempt for r in warnings] == list(range(1, len(retries) + 1))  # type: ignore[attr-defined]
-    assert all(0 <= r.sleep_ms <= 100 for r in warnings)  # type: ignore[attr-defined]
-    assert "retrying in" in warnings[0].getMessage()
+    for n, record in enumerate(warnings, start=1):
+        fields = record.__dict__
+        assert fields["project_id"] == 1
+        assert fields["attempt"] == n
+        assert fields["reason"] == reason
+        assert fields["sqlstate"] == ("57014" if reason == "statement_timeout" else "55P03")
+        assert 0 <= fields["sleep_ms"] <= 100
     assert not [r for r in pgcounter_logs.records if r.levelno >= logging.ERROR]
 
 
-def test_timeout_exhausted_raises_and_changes_nothing(
+def test_lock_longer_than_the_budget_raises_and_changes_nothing(
     dsn: str, metrics: RecordingMetrics, pgcounter_logs: pytest.LogCaptureFixture
 ) -> None:
     with ProjectCounter(
         dsn,
         statement_timeout_ms=50,
+        lock_timeout_ms=5000,
         max_retries=2,
         backoff_base_ms=10,
         metrics=metrics,
-        max_size=2,
     ) as counter:
         counter.increment(2, delta=5)
         # the lock is held for the whole call, then rolled back
@@ -75,16 +105,42 @@ def test_timeout_exhausted_raises_and_changes_nothing(
     assert error.project_id == 2
     assert error.attempts == 3
     assert isinstance(error.__cause__, psycopg.errors.QueryCanceled)
-    assert "statement timeout" in str(error.__cause__)
+    assert error.__cause__.sqlstate == "57014"
 
-    assert metrics.incrs == [
-        (STATEMENT_TIMEOUT_RETRY, 1, {"attempt": "1"}),
-        (STATEMENT_TIMEOUT_RETRY, 1, {"attempt": "2"}),
-        (STATEMENT_TIMEOUT_EXHAUSTED, 1, None),
+    assert retry_tags(metrics, STATEMENT_TIMEOUT_RETRY) == [
+        {"attempt": "1", "reason": "statement_timeout"},
+        {"attempt": "2", "reason": "statement_timeout"},
     ]
+    assert metrics.incr_keys().count(STATEMENT_TIMEOUT_EXHAUSTED) == 1
+    outcomes = [tags for key, _, tags in metrics.timings if key == DURATION]
+    assert outcomes[1] == {"outcome": "timeout_exhausted", "attempts": "3"}
     levels = [r.levelno for r in pgcounter_logs.records if r.name == "pgcounter"]
     assert levels == [logging.WARNING, logging.WARNING, logging.ERROR]
-    assert pgcounter_logs.records[-1].project_id == 2  # type: ignore[attr-defined]
+    assert pgcounter_logs.records[-1].__dict__["project_id"] == 2
+    assert pgcounter_logs.records[-1].__dict__["sqlstate"] == "57014"
+
+
+def test_the_deadline_ends_the_call_before_the_retries_run_out(
+    dsn: str, metrics: RecordingMetrics
+) -> None:
+    with ProjectCounter(
+        dsn,
+        statement_timeout_ms=10_000,
+        lock_timeout_ms=10_000,
+        max_retries=50,
+        deadline_ms=400,
+        metrics=metrics,
+    ) as counter:
+        counter.increment(3)
+        with row_lock_held(dsn, 3):
+            started = time.monotonic()
+            with pytest.raises(CounterTimeoutError):
+                counter.increment(3)
+            elapsed = time.monotonic() - started
+        assert counter.current(3) == 1
+    # The first attempt's timeouts were cut to the 400 ms deadline; no attempt ran past it.
+    assert 0.39 <= elapsed < 2.0
+    assert metrics.incr_keys().count(STATEMENT_TIMEOUT_EXHAUSTED) == 1
 
 
 def test_no_retries_means_one_attempt(dsn: str, metrics: RecordingMetrics) -> None:
@@ -93,7 +149,7 @@ def test_no_retries_means_one_attempt(dsn: str, metrics: RecordingMetrics) -> No
         with row_lock_held(dsn, 3), pytest.raises(CounterTimeoutError) as info:
             counter.increment(3)
     assert info.value.attempts == 1
-    assert metrics.incrs == [(STATEMENT_TIMEOUT_EXHAUSTED, 1, None)]
+    assert metrics.incr_keys() == [STATEMENT_TIMEOUT_EXHAUSTED]
 
 
 def test_a_failing_metrics_backend_does_not_fail_the_increment(
@@ -119,58 +175,6 @@ def test_a_failing_metrics_backend_does_not_fail_the_increment(
             release_after(holder, 0.2, commit=False)
             assert counter.increment(4) == 2
     assert any("metrics backend failed" in r.getMessage() for r in pgcounter_logs.records)
-
-
-def test_statement_timeout_is_in_force_during_the_call(dsn: str) -> None:
-    """Without a retry budget the blocked call ends after about the timeout, not the lock."""
-    with ProjectCounter(dsn, statement_timeout_ms=200, max_retries=0) as counter:
-        counter.increment(5)
-        with row_lock_held(dsn, 5):
-            done = threading.Event()
-            errors: list[BaseException] = []
-
-            def call() -> None:
-                try:
-                    counter.increment(5)
-                except BaseException as exc:
-                    errors.append(exc)
-                done.set()
-
-            threading.Thread(target=call, daemon=True).start()
-            # The lock is held for up to 10 s; the call must end long before.
-            assert done.wait(10)
-        assert len(errors) == 1
-        assert isinstance(errors[0], CounterTimeoutError)
-
-
-class TestRetryPolicy:
-    def test_full_jitter_stays_under_the_exponential_ceiling(self) -> None:
-        policy = RetryPolicy(max_retries=6, backoff_base_ms=50, backoff_max_ms=1000)
-        rng = random.Random(7)
-        for retry, ceiling in [(1, 50), (2, 100), (3, 200), (4, 400), (5, 800), (6, 1000)]:
-            samples = [policy.backoff_ms(retry, rng) for _ in range(500)]
-            assert all(0 <= s <= ceiling for s in samples)
-            assert max(samples) > 0.9 * ceiling  # uses the whole range...
-            assert min(samples) < 0.1 * ceiling  # ...down to nearly nothing
-
-    def test_same_seed_same_delays(self) -> None:
-        policy = RetryPolicy()
-        a = [policy.backoff_ms(n, random.Random(3)) for n in (1, 2, 3)]
-        b = [policy.backoff_ms(n, random.Random(3)) for n in (1, 2, 3)]
-        assert a == b
-
-    @pytest.mark.parametrize(
-        "kwargs",
-        [
-            {"max_retries": -1},
-            {"backoff_base_ms": 0},
-            {"backoff_base_ms": -1},
-            {"backoff_base_ms": 10, "backoff_max_ms": 5},
-        ],
-    )
-    def test_bad_policy_is_refused(self, kwargs: dict[str, float]) -> None:
-        with pytest.raises(ValueError):  # noqa: PT011
-            RetryPolicy(**kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("prepare_threshold", [None, 0, 5])
@@ -200,6 +204,8 @@ def test_after_exhaustion_the_pooled_connection_is_clean(dsn: str) -> None:
             counter.increment(1)
         with counter.pool.connection() as conn:
             assert statement_timeout(conn) == "0"
+            row = conn.execute("SHOW lock_timeout").fetchone()
+            assert row == ("0",)
             assert conn.info.transaction_status == pq.TransactionStatus.IDLE
         assert counter.increment(1) == 2
 
@@ -248,7 +254,7 @@ def test_the_client_sleeps_the_backoff_it_logs(
         counter.increment(1)
         with row_lock_held(dsn, 1), pytest.raises(CounterTimeoutError):
             counter.increment(1)
-    logged = [r.sleep_ms for r in pgcounter_logs.records if hasattr(r, "sleep_ms")]
+    logged = [r.__dict__["sleep_ms"] for r in pgcounter_logs.records if hasattr(r, "sleep_ms")]
     assert len(slept) == 3
     assert slept == pytest.approx([ms / 1000 for ms in logged])
     expected_rng = random.Random(1)
@@ -256,8 +262,8 @@ def test_the_client_sleeps_the_backoff_it_logs(
     assert logged == [policy.backoff_ms(n, expected_rng) for n in (1, 2, 3)]
 
 
-def test_a_lock_timeout_is_not_a_statement_timeout(dsn: str, metrics: RecordingMetrics) -> None:
-    """Only SQLSTATE 57014 is retried; a session's own lock_timeout (55P03) surfaces as is."""
+def test_a_session_lock_timeout_is_overridden_for_the_call(dsn: str) -> None:
+    """A pool session's own lock_timeout does not shorten pgcounter's, nor survives it."""
 
     def configure(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SET lock_timeout = '20ms'")
@@ -265,9 +271,82 @@ def test_a_lock_timeout_is_not_a_statement_timeout(dsn: str, metrics: RecordingM
     with ConnectionPool(
         dsn, min_size=1, max_size=1, configure=configure, kwargs={"autocommit": True}, open=True
     ) as pool:
-        counter = ProjectCounter.from_pool(pool, statement_timeout_ms=5000, metrics=metrics)
+        counter = ProjectCounter.from_pool(
+            pool, statement_timeout_ms=2000, lock_timeout_ms=1500, max_retries=0
+        )
         counter.increment(1)
-        with row_lock_held(dsn, 1), pytest.raises(psycopg.errors.LockNotAvailable):
-            counter.increment(1)
-        assert counter.current(1) == 1
-    assert metrics.incrs == []
+        with row_lock_held(dsn, 1) as holder:
+            release_after(holder, 0.3, commit=False)  # longer than 20 ms, shorter than 1.5 s
+            assert counter.increment(1) == 2
+        with pool.connection() as conn:
+            assert conn.execute("SHOW lock_timeout").fetchone() == ("20ms",)
+
+
+class TestClassify:
+    """Classification by SQLSTATE (and, for 57014, the attempt's own timing)."""
+
+    @pytest.mark.parametrize(
+        ("error", "kind"),
+        [
+            (psycopg.errors.LockNotAvailable, Failure.LOCK_TIMEOUT),
+            (psycopg.errors.DeadlockDetected, Failure.DEADLOCK),
+            (psycopg.errors.SerializationFailure, Failure.SERIALIZATION),
+            (psycopg.errors.AdminShutdown, Failure.CONNECTION),
+            (psycopg.errors.CrashShutdown, Failure.CONNECTION),
+            (psycopg.errors.CannotConnectNow, Failure.CONNECTION),
+            (psycopg.errors.ConnectionFailure, Failure.CONNECTION),
+            (psycopg.errors.ReadOnlySqlTransaction, Failure.FATAL),
+            (psycopg.errors.InsufficientPrivilege, Failure.FATAL),
+            (psycopg.errors.UndefinedFunction, Failure.FATAL),
+            (psycopg.errors.InvalidParameterValue, Failure.FATAL),
+            (psycopg.errors.NumericValueOutOfRange, Failure.FATAL),
+        ],
+    )
+    def test_by_sqlstate(self, error: type[psycopg.Error], kind: Failure) -> None:
+        assert classify(error("x"), 5.0, 3000) is kind
+
+    def test_57014_after_the_timeout_is_a_timeout_before_it_a_cancel(self) -> None:
+        canceled = psycopg.errors.QueryCanceled("x")
+        assert classify(canceled, 3000.2, 3000) is Failure.STATEMENT_TIMEOUT
+        assert classify(canceled, 2500.0, 3000) is Failure.FATAL
+
+    def test_a_lost_socket_has_no_sqlstate(self) -> None:
+        assert classify(psycopg.OperationalError("gone"), 1.0, 3000) is Failure.CONNECTION
+        assert classify(psycopg.InterfaceError("misuse"), 1.0, 3000) is Failure.FATAL
+
+
+class TestRetryPolicy:
+    def test_full_jitter_stays_under_the_exponential_ceiling(self) -> None:
+        policy = RetryPolicy(max_retries=6, backoff_base_ms=50, backoff_max_ms=1000)
+        rng = random.Random(7)
+        for retry, ceiling in [(1, 50), (2, 100), (3, 200), (4, 400), (5, 800), (6, 1000)]:
+            samples = [policy.backoff_ms(retry, rng) for _ in range(500)]
+            assert all(0 <= s <= ceiling for s in samples)
+            assert max(samples) > 0.9 * ceiling  # uses the whole range...
+            assert min(samples) < 0.1 * ceiling  # ...down to nearly nothing
+
+    def test_default_sleeps_add_at_most_350_ms(self) -> None:
+        policy = RetryPolicy()
+        worst = random.Random()
+        worst.uniform = lambda a, b: b  # type: ignore[method-assign]
+        assert sum(policy.backoff_ms(n, worst) for n in (1, 2, 3)) == 350
+
+    def test_same_seed_same_delays(self) -> None:
+        policy = RetryPolicy()
+        a = [policy.backoff_ms(n, random.Random(3)) for n in (1, 2, 3)]
+        b = [policy.backoff_ms(n, random.Random(3)) for n in (1, 2, 3)]
+        assert a == b
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"max_retries": -1},
+            {"backoff_base_ms": 0},
+            {"backoff_base_ms": -1},
+            {"backoff_base_ms": 10, "backoff_max_ms": 5},
+            {"deadline_ms": 0},
+        ],
+    )
+    def test_bad_policy_is_refused(self, kwargs: dict[str, float]) -> None:
+        with pytest.raises(ValueError):  # noqa: PT011
+            RetryPolicy(**kwargs)  # type: ignore[arg-type]
