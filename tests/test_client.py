@@ -174,21 +174,6 @@ def test_default_isolation_of_the_database_does_not_matter(dsn: str, db: Any) ->
         assert counter.current(1) == 400
 
 
-def test_read_only_database_is_a_clear_error_without_retries(
-    dsn: str, db: Any, metrics: Any
-) -> None:
-    db.execute(
-        psycopg.sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
-            psycopg.sql.Identifier(db.info.dbname)
-        )
-    )
-    with ProjectCounter(dsn, max_size=1, metrics=metrics) as counter:
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            counter.increment(1)
-        assert counter.current(1) == 0
-    assert metrics.incrs == []
-
-
 def test_one_round_trip_per_increment(dsn: str, tmp_path: Path) -> None:
     """libpq's own trace of the wire: one Sync sent and one ReadyForQuery back per call."""
     trace = tmp_path / "libpq.trace"
