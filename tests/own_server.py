@@ -32,7 +32,8 @@ def find_bin_dir() -> Path | None:
             found = __import__(module).__file__
         except ImportError:
             continue
-        candidates.append(str(Path(found).parent / "pginstall" / "bin"))
+        if found is not None:
+            candidates.append(str(Path(found).parent / "pginstall" / "bin"))
     for candidate in candidates:
         path = Path(candidate)
         if (path / "pg_ctl").is_file() and (path / "initdb").is_file():
