@@ -233,13 +233,38 @@ def downgrade(target: Target, revision: str) -> None:
 @click.argument("project_id", type=PROJECT_ID)
 @click.option("--delta", type=DELTA, default=1, show_default=True, help="How many numbers to take.")
 @click.option("--statement-timeout-ms", type=click.IntRange(1), default=3000, show_default=True)
+@click.option(
+    "--lock-timeout-ms",
+    type=click.IntRange(1),
+    default=None,
+    help="Per attempt [default: 5/6 of the statement timeout].",
+)
 @click.option("--max-retries", type=click.IntRange(0), default=3, show_default=True)
+@click.option(
+    "--deadline-ms",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="No attempt starts after this.",
+)
 @pass_target
 def increment(
-    target: Target, project_id: int, delta: int, statement_timeout_ms: int, max_retries: int
+    target: Target,
+    project_id: int,
+    delta: int,
+    statement_timeout_ms: int,
+    lock_timeout_ms: int | None,
+    max_retries: int,
+    deadline_ms: int,
 ) -> None:
     """Add DELTA to the counter of PROJECT_ID and print the new value."""
-    with counter(target, statement_timeout_ms=statement_timeout_ms, max_retries=max_retries) as c:
+    with counter(
+        target,
+        statement_timeout_ms=statement_timeout_ms,
+        lock_timeout_ms=lock_timeout_ms,
+        max_retries=max_retries,
+        deadline_ms=deadline_ms,
+    ) as c:
         click.echo(c.increment(project_id, delta))
 
 
