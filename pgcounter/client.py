@@ -11,7 +11,8 @@ from typing import Any, Self, TypedDict, Unpack
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import ConnectionPool
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgcounter import calls
 from pgcounter.metrics import Metrics
@@ -53,13 +54,11 @@ class ProjectCounter:
         **options: Unpack[CounterOptions],
     ) -> None:
         self._configure(**options)
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if not conninfo_to_dict(dsn).get("application_name"):
+            kwargs["application_name"] = "pgcounter"  # so pg_stat_activity shows whose it is
         pool = ConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            kwargs={"autocommit": True},
-            open=False,
-            name="pgcounter",
+            dsn, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, name="pgcounter"
         )
         try:
             pool.open(wait=True, timeout=connect_timeout_s)
@@ -128,12 +127,18 @@ class ProjectCounter:
                     value = self._autonomous(project_id, delta, attempts)
                 else:
                     value = _in_caller_transaction(conn, project_id, delta, attempts)
+            except PoolTimeout as exc:
+                attempts.pool_timed_out(exc)
+                raise  # not reached: pool_timed_out raised
             except psycopg.Error as exc:
                 delay = attempts.failed(exc)
                 if delay is None:
                     raise
                 if attempts.last_failure is Failure.CONNECTION:
-                    self._pool.check()  # drop the pool's other dead connections too
+                    # After a restart every idle connection is dead: drop them all now
+                    # (one round trip per idle connection, on this rare path only) instead
+                    # of spending a retry on each.
+                    self._pool.check()
                 time.sleep(delay)
                 continue
             attempts.succeeded()
@@ -157,7 +162,11 @@ class ProjectCounter:
         timeout_s = max(attempts.remaining_s(), 0.001)
         with self._pool.connection(timeout=timeout_s) as conn, _own_transaction(conn):
             statement_ms, lock_ms = attempts.start()
-            return _run(conn, calls.autonomous(project_id, delta, statement_ms, lock_ms))
+            try:
+                return _run(conn, calls.autonomous(project_id, delta, statement_ms, lock_ms))
+            except BaseException:
+                attempts.ended()
+                raise
 
     def close(self) -> None:
         if self._owns_pool:
@@ -201,10 +210,12 @@ def _in_caller_transaction(
     statement_ms, lock_ms = attempts.start()
     try:
         return _run(conn, calls.in_caller_transaction(project_id, delta, statement_ms, lock_ms))
-    except psycopg.Error:
+    except BaseException:
+        attempts.ended()
         if not conn.closed and conn.info.transaction_status == pq.TransactionStatus.INERROR:
-            # Back to the caller's state before this attempt; if even that fails, the
-            # original error goes on and the caller's transaction is theirs to roll back.
+            # Back to the caller's state before this attempt (an error, or an interrupt
+            # that psycopg turned into a cancel); if even that fails, the original error
+            # goes on and the caller's transaction is theirs to roll back.
             with contextlib.suppress(psycopg.Error):
                 _send(conn, calls.UNDO_ATTEMPT)
         raise
@@ -217,6 +228,8 @@ def _check_caller_connection(conn: Connection) -> None:
             "pgcounter: conn= must be inside a transaction; an autocommit connection needs "
             "`with conn.transaction():` around the call"
         )
+    if status == pq.TransactionStatus.INERROR:
+        raise ValueError("pgcounter: conn= is in a failed transaction; roll it back first")
 
 
 @contextlib.contextmanager

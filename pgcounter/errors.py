@@ -16,14 +16,16 @@ class CounterNotInstalledError(CounterError):
 
 
 class CounterTimeoutError(CounterError):
-    """Every attempt of an increment ran into the statement timeout.
+    """An increment ran out of time: its attempts timed out (statement or lock timeout)
+    until the retries or the deadline were used up, or no pooled connection came free
+    before the deadline.
 
-    The last psycopg error (a `QueryCanceled`) is the `__cause__`.
+    The last error (`QueryCanceled`, `LockNotAvailable` or `PoolTimeout`) is `__cause__`.
     """
 
     def __init__(self, project_id: int, attempts: int) -> None:
         super().__init__(
-            f"pgcounter: increment of project {project_id} timed out on all {attempts} attempts"
+            f"pgcounter: increment of project {project_id} timed out ({attempts} attempts)"
         )
         self.project_id = project_id
         self.attempts = attempts

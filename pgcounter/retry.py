@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import psycopg
 import psycopg.errors
+import psycopg_pool
 
 from pgcounter.errors import CounterNotInstalledError, CounterTimeoutError
 from pgcounter.metrics import (
@@ -105,7 +106,12 @@ _BY_SQLSTATE = {
     "57P01": Failure.CONNECTION,  # admin_shutdown: pg_terminate_backend, fast shutdown
     "57P02": Failure.CONNECTION,  # crash_shutdown
     "57P03": Failure.CONNECTION,  # cannot_connect_now: the server is starting or stopping
+    "57P05": Failure.CONNECTION,  # idle_session_timeout closed the connection
 }
+
+# The pool's own errors are OperationalErrors without a SQLSTATE, like a lost socket, but
+# say nothing about the database: never retried as a lost connection.
+_POOL_ERRORS = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests)
 
 
 def classify(exc: psycopg.Error, elapsed_ms: float, statement_timeout_ms: int) -> Failure:
@@ -116,6 +122,8 @@ def classify(exc: psycopg.Error, elapsed_ms: float, statement_timeout_ms: int) -
     client sent it, so an attempt that failed with 57014 before its statement timeout could
     have fired was cancelled, not timed out.
     """
+    if isinstance(exc, _POOL_ERRORS):
+        return Failure.FATAL
     sqlstate = exc.sqlstate
     if sqlstate == "57014":
         timed_out = elapsed_ms >= statement_timeout_ms - 1.0  # 1 ms: clock granularity
@@ -150,6 +158,7 @@ class Attempts:
         "_autonomous",
         "_call_started",
         "_deadline",
+        "_ended",
         "_metrics",
         "_policy",
         "_rng",
@@ -181,7 +190,7 @@ class Attempts:
         self.last_failure: Failure | None = None
         self._call_started = time.monotonic()
         self._deadline = self._call_started + policy.deadline_ms / 1000.0
-        self._sent = self._call_started
+        self._sent = self._ended = self._call_started
         self._statement_timeout_ms = timeouts.statement_timeout_ms
 
     def remaining_s(self) -> float:
@@ -204,13 +213,19 @@ class Attempts:
         if self._metrics is not None:
             self._timing("ok")
 
+    def ended(self) -> None:
+        """The attempt's error arrived: call before any cleanup round trip, so that the
+        timeout-or-cancel decision sees the attempt's own duration."""
+        self._ended = time.monotonic()
+
     def failed(self, exc: psycopg.Error) -> float | None:
-        raise_if_not_installed(exc)
         now = time.monotonic()
-        kind = classify(exc, (now - self._sent) * 1000.0, self._statement_timeout_ms)
+        ended = self._ended if self._ended >= self._sent else now
+        kind = classify(exc, (ended - self._sent) * 1000.0, self._statement_timeout_ms)
         self.last_failure = kind
         if not self._retryable(kind):
             self._timing("error")
+            raise_if_not_installed(exc)
             return None
         sleep_ms = self._policy.backoff_ms(self.number, self._rng)
         out_of_retries = self.number > self._policy.max_retries
@@ -222,15 +237,30 @@ class Attempts:
         self._report_retry(exc, kind, sleep_ms)
         return sleep_ms / 1000.0
 
+    def pool_timed_out(self, exc: psycopg_pool.PoolTimeout) -> None:
+        """No connection came free before the deadline: the call ran out of time."""
+        self.number = max(self.number, 1)
+        self.last_failure = Failure.FATAL
+        self._incr(STATEMENT_TIMEOUT_EXHAUSTED, None)
+        self._timing("timeout_exhausted")
+        logger.error(
+            "pgcounter: increment of project %d got no pooled connection before its deadline; "
+            "giving up",
+            self.project_id,
+            extra={"project_id": self.project_id, "attempt": self.number, "reason": "pool"},
+        )
+        raise CounterTimeoutError(self.project_id, self.number) from exc
+
     def _retryable(self, kind: Failure) -> bool:
         if kind is Failure.FATAL:
             return False
         if self._autonomous:
             return True
-        # Inside the caller's transaction a lost connection took the transaction with it,
-        # and a serialization failure (REPEATABLE READ or SERIALIZABLE) recurs on every
-        # retry within the same snapshot: the caller has to retry its whole transaction.
-        return kind not in (Failure.CONNECTION, Failure.SERIALIZATION)
+        # Inside the caller's transaction a lost connection took the transaction with it; a
+        # serialization failure (REPEATABLE READ or SERIALIZABLE) recurs on every retry in
+        # the same snapshot; and a deadlock's cycle runs through locks the caller still
+        # holds after the savepoint is undone. The caller has to retry its transaction.
+        return kind.is_timeout
 
     def _give_up(self, exc: psycopg.Error, kind: Failure, why: str) -> None:
         attempts = self.number

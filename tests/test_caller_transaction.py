@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,12 +54,13 @@ def test_commit_of_the_callers_transaction_keeps_it(counter: ProjectCounter, cal
 def test_the_callers_settings_are_exactly_restored(counter: ProjectCounter, caller: Conn) -> None:
     caller.execute("SET lock_timeout = '1234ms'")  # session level
     caller.execute("SET LOCAL statement_timeout = '4s'")  # this transaction only
-    counter.increment(3, conn=caller)
+    assert counter.increment(3, conn=caller) == 1
     assert statement_timeout(caller) == "4s"
     assert lock_timeout(caller) == "1234ms"
     caller.commit()
     assert statement_timeout(caller) == "0"  # the LOCAL value ended with the transaction
     assert lock_timeout(caller) == "1234ms"
+    assert counter.current(3) == 1
 
 
 def test_an_autocommit_connection_needs_an_explicit_transaction(
@@ -93,6 +95,13 @@ def test_a_timeout_inside_the_savepoint_is_retried_and_the_transaction_survives(
             assert counter.increment(5, conn=caller) == 3
         caller.execute("INSERT INTO work VALUES (2)")  # still usable
         assert lock_timeout(caller) == "777ms"
+        # every failed attempt's savepoint was released, not just rolled back to
+        with pytest.raises(psycopg.errors.InvalidSavepointSpecification):
+            caller.execute("RELEASE SAVEPOINT pgcounter_increment")
+        caller.rollback()  # (which also undid this transaction's number 3)
+        caller.execute("CREATE TEMP TABLE work (n int)")
+        caller.execute("INSERT INTO work VALUES (1), (2)")
+        assert counter.increment(5, conn=caller) == 3
         caller.commit()
         assert counter.current(5) == 3
     assert caller.execute("SELECT n FROM work ORDER BY n").fetchall() == [(1,), (2,)]
@@ -123,6 +132,7 @@ def test_a_fatal_error_is_not_retried_and_the_transaction_survives(
     caller.execute("INSERT INTO work VALUES (1)")
     caller.commit()
     assert RETRY not in metrics.incr_keys()
+    assert counter.current(7) == 2**63 - 1
 
 
 def test_serialization_failures_under_repeatable_read_go_back_to_the_caller(
@@ -163,3 +173,47 @@ def test_the_row_lock_is_held_until_the_caller_commits(
             other.increment(10)
         caller.commit()
         assert other.increment(10) == 2
+
+
+def test_a_failed_transaction_is_refused_up_front(counter: ProjectCounter, caller: Conn) -> None:
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        caller.execute("SELECT 1/0")
+    with pytest.raises(ValueError, match="failed transaction"):
+        counter.increment(11, conn=caller)
+    caller.rollback()
+    assert counter.increment(11, conn=caller) == 1
+
+
+def test_a_deadlock_goes_back_to_the_caller_at_once(
+    counter: ProjectCounter, dsn: str, metrics: RecordingMetrics
+) -> None:
+    """Two transactions taking two projects in opposite orders: one of them must retry its
+    whole transaction; retrying inside it would only meet the same cycle again."""
+    with psycopg.connect(dsn) as a, psycopg.connect(dsn) as b:
+        counter.increment(101, conn=a)
+        counter.increment(102, conn=b)
+        outcomes: dict[str, BaseException | int] = {}
+
+        def take(name: str, conn: Conn, project: int) -> None:
+            try:
+                outcomes[name] = counter.increment(project, conn=conn)
+            except BaseException as exc:
+                outcomes[name] = exc
+                conn.rollback()  # the deadlock victim gives up its locks, as a caller would
+
+        threads = [
+            threading.Thread(target=take, args=("a", a, 102)),
+            threading.Thread(target=take, args=("b", b, 101)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        errors = [v for v in outcomes.values() if isinstance(v, BaseException)]
+        assert len(errors) == 1
+        assert isinstance(errors[0], psycopg.errors.DeadlockDetected)
+        a.commit()
+        b.commit()
+    assert RETRY not in metrics.incr_keys()
+    # the survivor's two numbers are committed, the victim's both rolled back
+    assert counter.current(101) + counter.current(102) == 2

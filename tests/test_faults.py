@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pgcounter import ProjectCounter, migrations
-from pgcounter.metrics import RETRY
+from pgcounter.metrics import RETRY, STATEMENT_TIMEOUT_RETRY
 from tests.conftest import RecordingMetrics
 from tests.helpers import row_lock_held
 from tests.own_server import OwnServer, why_unavailable
@@ -70,6 +70,68 @@ def test_terminated_backend_is_recovered_on_a_new_connection(
         assert counter.current(1) == 3
     reasons = [tags["reason"] for key, _, tags in metrics.incrs if key == RETRY and tags]
     assert reasons == ["connection"]
+    assert STATEMENT_TIMEOUT_RETRY not in metrics.incr_keys()  # that one is for timeouts only
+
+
+def test_all_idle_connections_dead_costs_one_retry_not_one_each(
+    dsn: str, metrics: RecordingMetrics
+) -> None:
+    with ProjectCounter(dsn, min_size=6, max_size=6, max_retries=2, metrics=metrics) as counter:
+        counter.pool.wait()
+        assert counter.increment(1) == 1
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'pgcounter'"
+            ).fetchone()
+        assert killed == (6,)
+        time.sleep(0.2)
+        assert counter.increment(1) == 2
+        assert counter.increment(1) == 3
+    assert metrics.incr_keys().count(RETRY) == 1
+
+
+def test_a_cancel_on_a_later_attempt_is_still_a_cancel(dsn: str, metrics: RecordingMetrics) -> None:
+    """Attempt 1 times out and is retried; attempt 2 is cancelled: surfaced, not retried."""
+    with ProjectCounter(
+        dsn,
+        statement_timeout_ms=300,
+        lock_timeout_ms=5000,
+        max_retries=5,
+        backoff_base_ms=1,
+        metrics=metrics,
+    ) as counter:
+        counter.increment(3)
+        with row_lock_held(dsn, 3):
+            thread, outcome = call_in_thread(counter.increment, 3)
+            deadline = time.monotonic() + 5
+            while RETRY not in metrics.incr_keys() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            pid = wait_for_blocked_backend(dsn, 3)
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+            thread.join(10)
+        assert isinstance(outcome.get("error"), psycopg.errors.QueryCanceled)
+        assert counter.current(3) == 1
+    assert metrics.incr_keys().count(RETRY) == 1
+    assert metrics.timings[-1][2] == {"outcome": "error", "attempts": "2"}
+
+
+def test_in_the_callers_transaction_a_lost_connection_is_not_retried(
+    dsn: str, metrics: RecordingMetrics
+) -> None:
+    with ProjectCounter(dsn, metrics=metrics) as counter, psycopg.connect(dsn) as caller:
+        counter.increment(4)
+        with row_lock_held(dsn, 4):
+            thread, outcome = call_in_thread(counter.increment, 4, conn=caller)
+            pid = wait_for_blocked_backend(dsn, 4)
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            thread.join(10)
+        assert isinstance(outcome.get("error"), psycopg.OperationalError)
+        assert caller.broken or caller.closed
+        assert counter.current(4) == 1
+    assert RETRY not in metrics.incr_keys()
 
 
 def test_cancelled_increment_is_surfaced_not_retried(dsn: str, metrics: RecordingMetrics) -> None:

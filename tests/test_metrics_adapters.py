@@ -135,3 +135,15 @@ def test_statsd_adapter_refuses_something_else() -> None:
 
     with pytest.raises(TypeError, match="StatsD client"):
         StatsdMetrics(object())
+
+
+def test_prometheus_many_registries_each_get_their_own_metrics() -> None:
+    prometheus_client = pytest.importorskip("prometheus_client", reason="extra 'prometheus'")
+    from pgcounter.adapters.prometheus import PrometheusMetrics
+
+    name = "counter_increment_project_counter_in_database_statement_timeout_exhausted_total"
+    for _ in range(50):  # fresh registries, often at a just-freed address
+        registry = prometheus_client.CollectorRegistry()
+        PrometheusMetrics(registry).incr(STATEMENT_TIMEOUT_EXHAUSTED)
+        assert registry.get_sample_value(name) == 1
+        del registry

@@ -295,6 +295,7 @@ class TestClassify:
             (psycopg.errors.CrashShutdown, Failure.CONNECTION),
             (psycopg.errors.CannotConnectNow, Failure.CONNECTION),
             (psycopg.errors.ConnectionFailure, Failure.CONNECTION),
+            (psycopg.errors.IdleSessionTimeout, Failure.CONNECTION),
             (psycopg.errors.ReadOnlySqlTransaction, Failure.FATAL),
             (psycopg.errors.InsufficientPrivilege, Failure.FATAL),
             (psycopg.errors.UndefinedFunction, Failure.FATAL),
@@ -308,7 +309,19 @@ class TestClassify:
     def test_57014_after_the_timeout_is_a_timeout_before_it_a_cancel(self) -> None:
         canceled = psycopg.errors.QueryCanceled("x")
         assert classify(canceled, 3000.2, 3000) is Failure.STATEMENT_TIMEOUT
+        assert classify(canceled, 2999.5, 3000) is Failure.STATEMENT_TIMEOUT  # clock grain
+        assert classify(canceled, 2990.0, 3000) is Failure.FATAL
         assert classify(canceled, 2500.0, 3000) is Failure.FATAL
+
+    def test_the_pools_own_errors_are_not_a_lost_connection(self) -> None:
+        import psycopg_pool
+
+        for error in (
+            psycopg_pool.PoolTimeout,
+            psycopg_pool.PoolClosed,
+            psycopg_pool.TooManyRequests,
+        ):
+            assert classify(error("x"), 1.0, 3000) is Failure.FATAL
 
     def test_a_lost_socket_has_no_sqlstate(self) -> None:
         assert classify(psycopg.OperationalError("gone"), 1.0, 3000) is Failure.CONNECTION
@@ -350,3 +363,40 @@ class TestRetryPolicy:
     def test_bad_policy_is_refused(self, kwargs: dict[str, float]) -> None:
         with pytest.raises(ValueError):  # noqa: PT011
             RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_default_lock_timeout_fires_before_the_statement_timeout(
+    dsn: str, metrics: RecordingMetrics
+) -> None:
+    with ProjectCounter(dsn, statement_timeout_ms=600, max_retries=0, metrics=metrics) as counter:
+        counter.increment(1)
+        with row_lock_held(dsn, 1), pytest.raises(CounterTimeoutError) as info:
+            counter.increment(1)
+    assert isinstance(info.value.__cause__, psycopg.errors.LockNotAvailable)
+    assert metrics.timings[-1][1] < 600  # ms: the 5/6 lock timeout (500 ms) ended it
+
+
+def test_waiting_for_a_pooled_connection_is_bounded_by_the_deadline(
+    dsn: str, metrics: RecordingMetrics
+) -> None:
+    with ProjectCounter(dsn, max_size=1, deadline_ms=300, metrics=metrics) as counter:
+        with counter.pool.connection():  # someone else has the only connection
+            started = time.monotonic()
+            with pytest.raises(CounterTimeoutError) as info:
+                counter.increment(1)
+            elapsed = time.monotonic() - started
+        assert counter.current(1) == 0
+    assert 0.25 <= elapsed < 2.0
+    assert type(info.value.__cause__).__name__ == "PoolTimeout"
+    assert metrics.incr_keys() == [STATEMENT_TIMEOUT_EXHAUSTED]
+    assert metrics.timings[-1][2] == {"outcome": "timeout_exhausted", "attempts": "1"}
+
+
+def test_a_closed_counter_fails_at_once(dsn: str, metrics: RecordingMetrics) -> None:
+    counter = ProjectCounter(dsn, metrics=metrics)
+    counter.close()
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError, match="closed"):
+        counter.increment(1)
+    assert time.monotonic() - started < 1.0
+    assert RETRY not in metrics.incr_keys()

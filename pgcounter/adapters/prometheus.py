@@ -8,6 +8,7 @@ the call duration is a histogram in seconds,
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -31,8 +32,10 @@ LABELS: dict[str, tuple[str, ...]] = {
 M = TypeVar("M", Counter, Histogram)
 
 _lock = threading.Lock()
-# One metric object per (registry, name), however many adapters share a registry.
-_created: dict[tuple[int, str], tuple[Counter | Histogram, tuple[str, ...]]] = {}
+# One metric object per registry and name, however many adapters share a registry.
+_created: weakref.WeakKeyDictionary[
+    CollectorRegistry, dict[str, tuple[Counter | Histogram, tuple[str, ...]]]
+] = weakref.WeakKeyDictionary()
 
 
 def prometheus_name(key: str) -> str:
@@ -51,17 +54,17 @@ class PrometheusMetrics:
         self._child(Histogram, name, key, tags).observe(value / 1000.0)
 
     def _child(self, kind: type[M], name: str, key: str, tags: Tags | None) -> M:
-        cache_key = (id(self._registry), name)
-        found = _created.get(cache_key)
+        found = _created.get(self._registry, {}).get(name)
         if found is None:
             with _lock:
-                found = _created.get(cache_key)
+                metrics = _created.setdefault(self._registry, {})
+                found = metrics.get(name)
                 if found is None:
                     labels = LABELS.get(key, tuple(sorted(tags or ())))
                     created = kind(
                         name, f"pgcounter: {key}", labelnames=labels, registry=self._registry
                     )
-                    found = _created[cache_key] = (created, labels)
+                    found = metrics[name] = (created, labels)
         metric, labels = found
         assert isinstance(metric, kind)
         if not labels:
