@@ -1,7 +1,9 @@
 """alembic environment for the pgcounter bundle.
 
 Online, the database comes from `pgcounter migrate --dsn` or PGCOUNTER_DSN. Offline
-(`--sql`), no database is needed: the SQL is printed for review.
+(`--sql`), no database is needed: the SQL is printed for review. One transaction for the
+whole run: PostgreSQL's DDL is transactional, so an upgrade or downgrade over several
+revisions happens entirely or not at all.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ def run_offline() -> None:
     context.configure(
         dialect_name="postgresql",
         version_table=VERSION_TABLE,
-        transaction_per_migration=True,
         literal_binds=True,
     )
     with context.begin_transaction():
@@ -33,8 +34,7 @@ def run_online() -> None:
         context.configure(
             connection=connection,
             version_table=VERSION_TABLE,
-            transaction_per_migration=True,
-        )
+            )
         with context.begin_transaction():
             context.run_migrations()
 

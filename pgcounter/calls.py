@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Final, LiteralString
 
 INCREMENT: Final[LiteralString] = "SELECT pgcounter.increment_project_counter(%s, %s)"
+INCREMENT_MANY: Final[LiteralString] = (
+    "SELECT project_id, value FROM pgcounter.increment_project_counters(%s::bigint[], %s::bigint[])"
+)
 CURRENT: Final[LiteralString] = "SELECT pgcounter.current_project_counter(%s)"
 
 # Explicit: a database whose default isolation is REPEATABLE READ or SERIALIZABLE would turn
@@ -58,25 +61,31 @@ class Step:
     result: bool = False
 
 
-def autonomous(project_id: int, delta: int, statement_ms: str, lock_ms: str) -> tuple[Step, ...]:
-    """The increment as a transaction of its own."""
+def increment(project_id: int, delta: int) -> Step:
+    return Step(INCREMENT, (project_id, delta), prepare=None, result=True)
+
+
+def increment_many(project_ids: list[int], deltas: list[int]) -> Step:
+    return Step(INCREMENT_MANY, (project_ids, deltas), prepare=None, result=True)
+
+
+def autonomous(call: Step, statement_ms: str, lock_ms: str) -> tuple[Step, ...]:
+    """The call as a transaction of its own."""
     return (
         Step(BEGIN),
         Step(SET_LOCAL_TIMEOUTS, (statement_ms, lock_ms)),
-        Step(INCREMENT, (project_id, delta), prepare=None, result=True),
+        call,
         Step(COMMIT),
     )
 
 
-def in_caller_transaction(
-    project_id: int, delta: int, statement_ms: str, lock_ms: str
-) -> tuple[Step, ...]:
-    """The increment inside the caller's open transaction, in a savepoint."""
+def in_caller_transaction(call: Step, statement_ms: str, lock_ms: str) -> tuple[Step, ...]:
+    """The call inside the caller's open transaction, in a savepoint."""
     return (
         Step(SAVEPOINT),
         Step(STASH_CALLER_TIMEOUTS),
         Step(SET_LOCAL_TIMEOUTS, (statement_ms, lock_ms)),
-        Step(INCREMENT, (project_id, delta), prepare=None, result=True),
+        call,
         Step(RESTORE_CALLER_TIMEOUTS),
         Step(RELEASE),
     )

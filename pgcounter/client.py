@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 
@@ -15,9 +16,10 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgcounter import calls
+from pgcounter.coalesce import Coalescer, Round, split
 from pgcounter.metrics import Metrics
 from pgcounter.retry import Attempts, Failure, RetryPolicy, Timeouts, raise_if_not_installed
-from pgcounter.validation import check_delta, check_project_id
+from pgcounter.validation import check_batch, check_delta, check_project_id
 
 Connection = psycopg.Connection[Any]
 
@@ -33,6 +35,19 @@ class CounterOptions(TypedDict, total=False):
     deadline_ms: float
     metrics: Metrics | None
     rng: random.Random | None
+
+
+class _Waiter:
+    """A caller queued for the next round of a project: woken with its value, its error,
+    or the round it is to lead."""
+
+    __slots__ = ("error", "event", "round", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value = 0
+        self.error: BaseException | None = None
+        self.round: Round[_Waiter | None] | None = None
 
 
 class ProjectCounter:
@@ -51,9 +66,10 @@ class ProjectCounter:
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout_s: float = 30.0,
+        coalesce: bool = True,
         **options: Unpack[CounterOptions],
     ) -> None:
-        self._configure(**options)
+        self._configure(coalesce=coalesce, **options)
         kwargs: dict[str, Any] = {"autocommit": True}
         if not conninfo_to_dict(dsn).get("application_name"):
             kwargs["application_name"] = "pgcounter"  # so pg_stat_activity shows whose it is
@@ -69,10 +85,12 @@ class ProjectCounter:
         self._owns_pool = True
 
     @classmethod
-    def from_pool(cls, pool: ConnectionPool[Any], **options: Unpack[CounterOptions]) -> Self:
+    def from_pool(
+        cls, pool: ConnectionPool[Any], *, coalesce: bool = True, **options: Unpack[CounterOptions]
+    ) -> Self:
         """A counter on a pool the caller already has; closing the counter leaves it open."""
         self = cls.__new__(cls)
-        self._configure(**options)
+        self._configure(coalesce=coalesce, **options)
         self._pool = pool
         self._owns_pool = False
         return self
@@ -80,6 +98,7 @@ class ProjectCounter:
     def _configure(
         self,
         *,
+        coalesce: bool,
         statement_timeout_ms: int = 3000,
         lock_timeout_ms: int | None = None,
         max_retries: int = 3,
@@ -96,6 +115,9 @@ class ProjectCounter:
         self._policy = RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms, deadline_ms)
         self._metrics = metrics
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter, not crypto)
+        self._coalesce = coalesce
+        self._coalescer: Coalescer[_Waiter | None] = Coalescer()
+        self._coalesce_lock = threading.Lock()
 
     @property
     def pool(self) -> ConnectionPool[Any]:
@@ -111,38 +133,23 @@ class ProjectCounter:
         """
         project_id = check_project_id(project_id)
         delta = check_delta(delta)
-        if conn is not None:
-            _check_caller_connection(conn)
-        attempts = Attempts(
-            self._policy,
-            self._timeouts,
-            project_id,
-            self._metrics,
-            self._rng,
-            autonomous=conn is None,
-        )
-        while True:
-            try:
-                if conn is None:
-                    value = self._autonomous(project_id, delta, attempts)
-                else:
-                    value = _in_caller_transaction(conn, project_id, delta, attempts)
-            except PoolTimeout as exc:
-                attempts.pool_timed_out(exc)
-                raise  # not reached: pool_timed_out raised
-            except psycopg.Error as exc:
-                delay = attempts.failed(exc)
-                if delay is None:
-                    raise
-                if attempts.last_failure is Failure.CONNECTION:
-                    # After a restart every idle connection is dead: drop them all now
-                    # (one round trip per idle connection, on this rare path only) instead
-                    # of spending a retry on each.
-                    self._pool.check()
-                time.sleep(delay)
-                continue
-            attempts.succeeded()
-            return value
+        if conn is None and self._coalesce:
+            return self._coalesced(project_id, delta)
+        return self._increment(project_id, delta, conn)
+
+    def increment_many(
+        self, deltas: Mapping[int, int], *, conn: Connection | None = None
+    ) -> dict[int, int]:
+        """Increment several projects in one round trip: {project_id: delta} -> new values.
+
+        Row locks are taken in project_id order, so two batches never deadlock. All or
+        nothing: one bad delta or one overflow and no counter moves.
+        """
+        project_ids, batch_deltas = check_batch(deltas)
+        if not project_ids:
+            return {}
+        rows = self._call(calls.increment_many(project_ids, batch_deltas), project_ids, conn)
+        return {int(project_id): int(value) for project_id, value in rows}
 
     def current(self, project_id: int, *, conn: Connection | None = None) -> int:
         """The last number handed out for the project; 0 if it never was incremented."""
@@ -158,15 +165,102 @@ class ProjectCounter:
         assert row is not None
         return int(row[0])
 
-    def _autonomous(self, project_id: int, delta: int, attempts: Attempts) -> int:
+    def _increment(self, project_id: int, delta: int, conn: Connection | None) -> int:
+        rows = self._call(calls.increment(project_id, delta), (project_id,), conn)
+        return int(rows[0][0])
+
+    def _call(
+        self, call: calls.Step, project_ids: Sequence[int], conn: Connection | None
+    ) -> list[tuple[Any, ...]]:
+        """One function call, with the retry rules of `Attempts`."""
+        if conn is not None:
+            _check_caller_connection(conn)
+        attempts = Attempts(
+            self._policy,
+            self._timeouts,
+            tuple(project_ids),
+            self._metrics,
+            self._rng,
+            autonomous=conn is None,
+        )
+        while True:
+            try:
+                if conn is None:
+                    rows = self._autonomous(call, attempts)
+                else:
+                    rows = _in_caller_transaction(conn, call, attempts)
+            except PoolTimeout as exc:
+                attempts.pool_timed_out(exc)
+                raise  # not reached: pool_timed_out raised
+            except psycopg.Error as exc:
+                delay = attempts.failed(exc)
+                if delay is None:
+                    raise
+                if attempts.last_failure is Failure.CONNECTION:
+                    # After a restart every idle connection is dead: drop them all now
+                    # (one round trip per idle connection, on this rare path only) instead
+                    # of spending a retry on each.
+                    self._pool.check()
+                time.sleep(delay)
+                continue
+            attempts.succeeded()
+            return rows
+
+    def _autonomous(self, call: calls.Step, attempts: Attempts) -> list[tuple[Any, ...]]:
         timeout_s = max(attempts.remaining_s(), 0.001)
         with self._pool.connection(timeout=timeout_s) as conn, _own_transaction(conn):
             statement_ms, lock_ms = attempts.start()
             try:
-                return _run(conn, calls.autonomous(project_id, delta, statement_ms, lock_ms))
+                return _run(conn, calls.autonomous(call, statement_ms, lock_ms))
             except BaseException:
                 attempts.ended()
                 raise
+
+    def _coalesced(self, project_id: int, delta: int) -> int:
+        with self._coalesce_lock:
+            if self._coalescer.in_flight(project_id):
+                waiter = _Waiter()
+                self._coalescer.queue(project_id, delta, waiter)
+            else:
+                self._coalescer.lead_now(project_id)
+                waiter = None
+        if waiter is None:
+            return self._lead(project_id, [(delta, None)])
+        waiter.event.wait()
+        if waiter.round is not None:
+            return self._lead(project_id, waiter.round)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value
+
+    def _lead(self, project_id: int, round_: Round[_Waiter | None]) -> int:
+        """Serve a round with one call; hand the next round on; give each caller its own."""
+        deltas = [delta for delta, _ in round_]
+        try:
+            value = self._increment(project_id, sum(deltas), None)
+        except BaseException as exc:
+            self._hand_on(project_id)
+            for _, waiter in round_[1:]:
+                assert waiter is not None
+                waiter.error = exc
+                waiter.event.set()
+            raise
+        self._hand_on(project_id)
+        ends = split(value, deltas)
+        for (_, waiter), end in zip(round_[1:], ends[1:], strict=True):
+            assert waiter is not None
+            waiter.value = end
+            waiter.event.set()
+        return ends[0]
+
+    def _hand_on(self, project_id: int) -> None:
+        with self._coalesce_lock:
+            next_round = self._coalescer.next_round(project_id)
+        if next_round is not None:
+            leader = next_round[0][1]
+            assert leader is not None
+            leader.round = next_round
+            leader.event.set()
 
     def close(self) -> None:
         if self._owns_pool:
@@ -196,20 +290,18 @@ def _send(conn: Connection, plan: tuple[calls.Step, ...]) -> psycopg.Cursor[Any]
     return result
 
 
-def _run(conn: Connection, plan: tuple[calls.Step, ...]) -> int:
+def _run(conn: Connection, plan: tuple[calls.Step, ...]) -> list[tuple[Any, ...]]:
     cursor = _send(conn, plan)
     assert cursor is not None
-    row = cursor.fetchone()
-    assert row is not None
-    return int(row[0])
+    return cursor.fetchall()
 
 
 def _in_caller_transaction(
-    conn: Connection, project_id: int, delta: int, attempts: Attempts
-) -> int:
+    conn: Connection, call: calls.Step, attempts: Attempts
+) -> list[tuple[Any, ...]]:
     statement_ms, lock_ms = attempts.start()
     try:
-        return _run(conn, calls.in_caller_transaction(project_id, delta, statement_ms, lock_ms))
+        return _run(conn, calls.in_caller_transaction(call, statement_ms, lock_ms))
     except BaseException:
         attempts.ended()
         if not conn.closed and conn.info.transaction_status == pq.TransactionStatus.INERROR:

@@ -23,9 +23,9 @@ class CounterTimeoutError(CounterError):
     The last error (`QueryCanceled`, `LockNotAvailable` or `PoolTimeout`) is `__cause__`.
     """
 
-    def __init__(self, project_id: int, attempts: int) -> None:
-        super().__init__(
-            f"pgcounter: increment of project {project_id} timed out ({attempts} attempts)"
-        )
+    def __init__(self, project_id: int, attempts: int, project_ids: tuple[int, ...] = ()) -> None:
+        what = f"{len(project_ids)} projects" if len(project_ids) > 1 else f"project {project_id}"
+        super().__init__(f"pgcounter: increment of {what} timed out ({attempts} attempts)")
         self.project_id = project_id
+        self.project_ids = project_ids or (project_id,)
         self.attempts = attempts

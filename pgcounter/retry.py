@@ -168,13 +168,14 @@ class Attempts:
         "last_failure",
         "number",
         "project_id",
+        "project_ids",
     )
 
     def __init__(
         self,
         policy: RetryPolicy,
         timeouts: Timeouts,
-        project_id: int,
+        project_ids: tuple[int, ...],
         metrics: Metrics | None,
         rng: random.Random,
         *,
@@ -185,7 +186,8 @@ class Attempts:
         self._metrics = metrics
         self._rng = rng
         self._autonomous = autonomous
-        self.project_id = project_id
+        self.project_ids = project_ids
+        self.project_id = project_ids[0]
         self.number = 0
         self.last_failure: Failure | None = None
         self._call_started = time.monotonic()
@@ -243,13 +245,13 @@ class Attempts:
         self.last_failure = Failure.FATAL
         self._incr(STATEMENT_TIMEOUT_EXHAUSTED, None)
         self._timing("timeout_exhausted")
+        fields = self._fields(None, "pool")
         logger.error(
-            "pgcounter: increment of project %d got no pooled connection before its deadline; "
-            "giving up",
-            self.project_id,
-            extra={"project_id": self.project_id, "attempt": self.number, "reason": "pool"},
+            "pgcounter: increment of %s got no pooled connection before its deadline; giving up",
+            self._what(),
+            extra=fields,
         )
-        raise CounterTimeoutError(self.project_id, self.number) from exc
+        raise CounterTimeoutError(self.project_id, self.number, self.project_ids) from exc
 
     def _retryable(self, kind: Failure) -> bool:
         if kind is Failure.FATAL:
@@ -264,35 +266,34 @@ class Attempts:
 
     def _give_up(self, exc: psycopg.Error, kind: Failure, why: str) -> None:
         attempts = self.number
-        fields = self._fields(exc, kind)
+        fields = self._fields(exc, kind.value)
         if kind.is_timeout:
             self._incr(STATEMENT_TIMEOUT_EXHAUSTED, None)
             self._timing("timeout_exhausted")
         else:
             self._timing("error")
         logger.error(
-            "pgcounter: increment of project %d failed on all %d attempts (%s, %s used up); "
-            "giving up",
-            self.project_id,
+            "pgcounter: increment of %s failed on all %d attempts (%s, %s used up); giving up",
+            self._what(),
             attempts,
             kind.value,
             why,
             extra=fields,
         )
         if kind.is_timeout:
-            raise CounterTimeoutError(self.project_id, attempts) from exc
+            raise CounterTimeoutError(self.project_id, attempts, self.project_ids) from exc
 
     def _report_retry(self, exc: psycopg.Error, kind: Failure, sleep_ms: float) -> None:
         attempt = str(self.number)
         self._incr(RETRY, {"attempt": attempt, "reason": kind.value})
         if kind.is_timeout:
             self._incr(STATEMENT_TIMEOUT_RETRY, {"attempt": attempt, "reason": kind.value})
-        fields = self._fields(exc, kind)
+        fields = self._fields(exc, kind.value)
         fields["sleep_ms"] = sleep_ms
         logger.warning(
-            "pgcounter: increment of project %d failed on attempt %d (%s, SQLSTATE %s); "
+            "pgcounter: increment of %s failed on attempt %d (%s, SQLSTATE %s); "
             "retrying in %.0f ms",
-            self.project_id,
+            self._what(),
             self.number,
             kind.value,
             exc.sqlstate or "none",
@@ -300,13 +301,23 @@ class Attempts:
             extra=fields,
         )
 
-    def _fields(self, exc: psycopg.Error, kind: Failure) -> dict[str, object]:
-        return {
+    def _what(self) -> str:
+        if len(self.project_ids) == 1:
+            return f"project {self.project_id}"
+        shown = ", ".join(map(str, self.project_ids[:10]))
+        more = ", …" if len(self.project_ids) > 10 else ""
+        return f"{len(self.project_ids)} projects ({shown}{more})"
+
+    def _fields(self, exc: psycopg.Error | None, reason: str) -> dict[str, object]:
+        fields: dict[str, object] = {
             "project_id": self.project_id,
             "attempt": self.number,
-            "sqlstate": exc.sqlstate,
-            "reason": kind.value,
+            "sqlstate": exc.sqlstate if exc is not None else None,
+            "reason": reason,
         }
+        if len(self.project_ids) > 1:
+            fields["project_ids"] = self.project_ids
+        return fields
 
     def _timing(self, outcome: str) -> None:
         if self._metrics is None:

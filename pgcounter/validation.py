@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1
 
@@ -27,3 +29,14 @@ def check_delta(delta: object) -> int:
     if value > BIGINT_MAX:
         raise ValueError(f"pgcounter: delta {value} is outside the bigint range")
     return value
+
+
+def check_batch(deltas: object) -> tuple[list[int], list[int]]:
+    """{project_id: delta} checked, as two lists in project_id order (the lock order)."""
+    if not isinstance(deltas, Mapping):
+        raise TypeError(
+            f"pgcounter: increment_many takes a mapping of project_id to delta, "
+            f"got {type(deltas).__name__}"
+        )
+    checked = sorted((check_project_id(p), check_delta(d)) for p, d in deltas.items())
+    return [p for p, _ in checked], [d for _, d in checked]

@@ -84,3 +84,79 @@ $fn$;
 
 COMMENT ON FUNCTION pgcounter.current_project_counter(bigint) IS
     'pgcounter: the last number handed out for the project, 0 if it never was incremented';
+
+
+CREATE OR REPLACE FUNCTION pgcounter.increment_project_counters(
+    project_ids bigint[],
+    deltas bigint[]
+) RETURNS TABLE (project_id bigint, value bigint)
+LANGUAGE plpgsql
+VOLATILE
+PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    expected integer;
+    changed integer;
+BEGIN
+    IF project_ids IS NULL OR deltas IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'pgcounter: project_ids and deltas must not be NULL';
+    END IF;
+    IF coalesce(array_ndims(project_ids), 1) <> 1 OR coalesce(array_ndims(deltas), 1) <> 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'pgcounter: project_ids and deltas must be one-dimensional arrays';
+    END IF;
+    expected := cardinality(project_ids);
+    IF expected <> cardinality(deltas) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'pgcounter: project_ids and deltas differ in length ('
+                || expected || ' and ' || cardinality(deltas) || ')';
+    END IF;
+    IF array_position(project_ids, NULL) IS NOT NULL OR array_position(deltas, NULL) IS NOT NULL
+    THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'pgcounter: project_ids and deltas must not contain NULL';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(deltas) AS d(delta) WHERE d.delta < 1) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'pgcounter: every delta must be at least 1';
+    END IF;
+    IF (SELECT count(DISTINCT p.id) FROM unnest(project_ids) AS p(id)) <> expected THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'pgcounter: project_ids must not repeat a project',
+            HINT = 'Add the deltas of one project together.';
+    END IF;
+
+    -- One statement for the whole batch. Rows are inserted, and so locked, in project_id
+    -- order: two batches always take their row locks in the same order and cannot deadlock.
+    RETURN QUERY
+    INSERT INTO pgcounter.project_counter AS c (project_id, value)
+    SELECT i.project_id, i.delta
+      FROM unnest(project_ids, deltas) AS i(project_id, delta)
+     ORDER BY i.project_id
+    ON CONFLICT (project_id) DO UPDATE
+        SET value = c.value + excluded.value
+        WHERE c.value <= 9223372036854775807 - excluded.value
+    RETURNING c.project_id, c.value;
+
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed <> expected THEN
+        -- A row the WHERE refused: raising aborts the statement, so nothing has changed.
+        RAISE EXCEPTION USING
+            ERRCODE = 'numeric_value_out_of_range',
+            MESSAGE = 'pgcounter: a counter in the batch would overflow bigint';
+    END IF;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgcounter.increment_project_counters(bigint[], bigint[]) IS
+    'pgcounter: increment_project_counter for many projects in one statement, locking rows '
+    'in project_id order; returns (project_id, value) per project';

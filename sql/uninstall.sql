@@ -2,6 +2,9 @@
 -- downgrade of alembic revision 0001. No CASCADE: if someone put objects of their own into
 -- the pgcounter schema, the downgrade stops instead of dropping them.
 
+-- functions.sql is re-run by later revisions and holds every function, so a function added
+-- by a later revision may exist here too.
+DROP FUNCTION IF EXISTS pgcounter.increment_project_counters(bigint[], bigint[]);
 DROP FUNCTION pgcounter.current_project_counter(bigint);
 DROP FUNCTION pgcounter.increment_project_counter(bigint, bigint);
 DROP TABLE pgcounter.project_counter;

@@ -38,7 +38,7 @@ def pgcounter_objects(dsn: str) -> dict[str, Any]:
 
 
 NOTHING = {"schema": False, "functions": 0, "table": False}
-EVERYTHING = {"schema": True, "functions": 2, "table": True}
+EVERYTHING = {"schema": True, "functions": 3, "table": True}
 
 
 def alembic(*args: str, dsn: str | None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -91,6 +91,7 @@ def test_alembic_command_line_from_the_repo_root(empty_dsn: str, form: str) -> N
     upgraded = alembic("upgrade", "head", dsn=dsn)
     assert upgraded.returncode == 0, upgraded.stderr
     assert "Running upgrade  -> 0001" in upgraded.stderr
+    assert "Running upgrade 0001 -> 0002" in upgraded.stderr
     assert pgcounter_objects(empty_dsn) == EVERYTHING
 
     downgraded = alembic("downgrade", "base", dsn=dsn)
@@ -108,7 +109,7 @@ def test_offline_sql_needs_no_database_and_carries_the_files_verbatim() -> None:
 
 
 def test_offline_downgrade_sql() -> None:
-    result = alembic("downgrade", "0001:base", "--sql", dsn=None)
+    result = alembic("downgrade", "head:base", "--sql", dsn=None)
     assert result.returncode == 0, result.stderr
     assert "DROP SCHEMA pgcounter" in result.stdout
 
@@ -180,5 +181,20 @@ def test_migrate_from_an_installed_wheel(empty_dsn: str, tmp_path: Path) -> None
         timeout=120,
     )
     assert migrate.returncode == 0, migrate.stderr
-    assert migrate.stdout.strip() == "at revision 0001"
+    assert migrate.stdout.strip() == f"at revision {migrations.head_revision()}"
     assert pgcounter_objects(empty_dsn) == EVERYTHING
+
+
+def test_each_revision_up_and_down(empty_dsn: str) -> None:
+    """0002 adds the batch function to a database at 0001, and its downgrade removes it."""
+    migrations.upgrade(empty_dsn, "0001")
+    migrations.downgrade(empty_dsn, "base")
+    assert pgcounter_objects(empty_dsn) == NOTHING
+    migrations.upgrade(empty_dsn, "0001")
+    migrations.upgrade(empty_dsn, "0002")
+    assert pgcounter_objects(empty_dsn) == EVERYTHING
+    migrations.downgrade(empty_dsn, "0001")
+    assert pgcounter_objects(empty_dsn)["functions"] == 2
+    assert migrations.current_revision(empty_dsn) == "0001"
+    migrations.downgrade(empty_dsn, "base")
+    assert pgcounter_objects(empty_dsn) == NOTHING

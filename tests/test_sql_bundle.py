@@ -102,7 +102,11 @@ def test_every_function_pins_search_path(db: Conn) -> None:
          WHERE n.nspname = 'pgcounter'
         """
     ).fetchall()
-    assert {name for name, _ in rows} == {"increment_project_counter", "current_project_counter"}
+    assert {name for name, _ in rows} == {
+        "increment_project_counter",
+        "current_project_counter",
+        "increment_project_counters",
+    }
     for name, config in rows:
         assert config == ["search_path=pg_catalog, pg_temp"], name
 
@@ -116,3 +120,53 @@ def test_callers_search_path_cannot_redirect_the_functions(db: Conn) -> None:
     assert db.execute("SELECT count(*) FROM evil.project_counter").fetchone() == (0,)
     db.execute("RESET search_path")
     assert table(db) == [(5, 1)]
+
+
+def inc_many(db: Conn, ids: Any, deltas: Any) -> list[tuple[int, int]]:
+    rows = db.execute(
+        "SELECT project_id, value FROM pgcounter.increment_project_counters(%s, %s)",
+        (ids, deltas),
+    ).fetchall()
+    return sorted((int(p), int(v)) for p, v in rows)
+
+
+def test_batch_increments_many_projects_in_one_statement(db: Conn) -> None:
+    inc(db, 2, 10)
+    assert inc_many(db, [3, 1, 2], [1, 5, 2]) == [(1, 5), (2, 12), (3, 1)]
+    assert inc_many(db, [1], [1]) == [(1, 6)]
+    assert inc_many(db, [], []) == []
+    assert table(db) == [(1, 6), (2, 12), (3, 1)]
+
+
+@pytest.mark.parametrize(
+    ("ids", "deltas", "sqlstate", "fragment"),
+    [
+        (None, [1], "22004", "must not be NULL"),
+        ([1], None, "22004", "must not be NULL"),
+        ([1, 2], [1], "22023", "differ in length"),
+        ([1, None], [1, 1], "22004", "must not contain NULL"),
+        ([1, 2], [1, None], "22004", "must not contain NULL"),
+        ([1, 2], [1, 0], "22023", "every delta must be at least 1"),
+        ([1, 1], [1, 1], "22023", "must not repeat a project"),
+        ([[1, 2]], [[1, 1]], "22023", "one-dimensional"),
+    ],
+)
+def test_batch_bad_input_is_refused_and_changes_nothing(
+    db: Conn, ids: Any, deltas: Any, sqlstate: str, fragment: str
+) -> None:
+    inc(db, 1, 4)
+    with pytest.raises(psycopg.Error) as info:
+        db.execute(
+            "SELECT * FROM pgcounter.increment_project_counters(%s::bigint[], %s::bigint[])",
+            (ids, deltas),
+        )
+    assert info.value.sqlstate == sqlstate
+    assert fragment in str(info.value)
+    assert table(db) == [(1, 4)]
+
+
+def test_batch_overflow_changes_nothing(db: Conn) -> None:
+    inc(db, 9, BIGINT_MAX)
+    with pytest.raises(errors.NumericValueOutOfRange, match="would overflow"):
+        inc_many(db, [1, 9, 10], [1, 1, 1])
+    assert table(db) == [(9, BIGINT_MAX)]
