@@ -114,7 +114,7 @@ class TestCoalescing:
 
             def worker(i: int) -> None:
                 rng = random.Random(i)
-                mine = []
+                mine: list[int] = []
                 for _ in range(calls):
                     delta = rng.choice((1, 1, 2, 3))
                     value = counter.increment(7, delta)
