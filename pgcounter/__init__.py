@@ -1,6 +1,6 @@
 """pgcounter: per-project counters in PostgreSQL, never the same number twice."""
 
-from pgcounter.client import CounterOptions, ProjectCounter
+from pgcounter.client import ProjectCounter
 from pgcounter.errors import (
     ConfigurationError,
     CounterError,
@@ -8,6 +8,7 @@ from pgcounter.errors import (
     CounterTimeoutError,
 )
 from pgcounter.metrics import Metrics, NoMetrics
+from pgcounter.options import CounterOptions
 from pgcounter.retry import Failure, RetryPolicy, Timeouts
 
 __all__ = [

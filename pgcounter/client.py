@@ -3,38 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, TypedDict, Unpack
+from typing import Any, Self, Unpack
 
 import psycopg
 from psycopg import pq
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgcounter import calls
 from pgcounter.coalesce import Coalescer, Round, split
-from pgcounter.metrics import Metrics
-from pgcounter.retry import Attempts, Failure, RetryPolicy, Timeouts, raise_if_not_installed
+from pgcounter.options import (
+    CounterOptions,
+    Settings,
+    check_caller_connection,
+    pool_kwargs,
+)
+from pgcounter.retry import Attempts, Failure, raise_if_not_installed
 from pgcounter.validation import check_batch, check_delta, check_project_id
 
 Connection = psycopg.Connection[Any]
-
-
-class CounterOptions(TypedDict, total=False):
-    """What every client accepts besides its connection source. Defaults in the README."""
-
-    statement_timeout_ms: int
-    lock_timeout_ms: int
-    max_retries: int
-    backoff_base_ms: float
-    backoff_max_ms: float
-    deadline_ms: float
-    metrics: Metrics | None
-    rng: random.Random | None
 
 
 class _Waiter:
@@ -66,15 +56,16 @@ class ProjectCounter:
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout_s: float = 30.0,
-        coalesce: bool = True,
         **options: Unpack[CounterOptions],
     ) -> None:
-        self._configure(coalesce=coalesce, **options)
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if not conninfo_to_dict(dsn).get("application_name"):
-            kwargs["application_name"] = "pgcounter"  # so pg_stat_activity shows whose it is
+        self._setup(Settings.build(**options))
         pool = ConnectionPool(
-            dsn, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, name="pgcounter"
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=pool_kwargs(dsn),
+            open=False,
+            name="pgcounter",
         )
         try:
             pool.open(wait=True, timeout=connect_timeout_s)
@@ -85,37 +76,16 @@ class ProjectCounter:
         self._owns_pool = True
 
     @classmethod
-    def from_pool(
-        cls, pool: ConnectionPool[Any], *, coalesce: bool = True, **options: Unpack[CounterOptions]
-    ) -> Self:
+    def from_pool(cls, pool: ConnectionPool[Any], **options: Unpack[CounterOptions]) -> Self:
         """A counter on a pool the caller already has; closing the counter leaves it open."""
         self = cls.__new__(cls)
-        self._configure(coalesce=coalesce, **options)
+        self._setup(Settings.build(**options))
         self._pool = pool
         self._owns_pool = False
         return self
 
-    def _configure(
-        self,
-        *,
-        coalesce: bool,
-        statement_timeout_ms: int = 3000,
-        lock_timeout_ms: int | None = None,
-        max_retries: int = 3,
-        backoff_base_ms: float = 50.0,
-        backoff_max_ms: float = 1000.0,
-        deadline_ms: float = 10_000.0,
-        metrics: Metrics | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        if lock_timeout_ms is None:
-            # Somewhat below the statement timeout: a lock wait ends as 55P03 first.
-            lock_timeout_ms = max(1, statement_timeout_ms * 5 // 6)
-        self._timeouts = Timeouts(statement_timeout_ms, lock_timeout_ms)
-        self._policy = RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms, deadline_ms)
-        self._metrics = metrics
-        self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter, not crypto)
-        self._coalesce = coalesce
+    def _setup(self, settings: Settings) -> None:
+        self._settings = settings
         self._coalescer: Coalescer[_Waiter | None] = Coalescer()
         self._coalesce_lock = threading.Lock()
 
@@ -133,7 +103,7 @@ class ProjectCounter:
         """
         project_id = check_project_id(project_id)
         delta = check_delta(delta)
-        if conn is None and self._coalesce:
+        if conn is None and self._settings.coalesce:
             return self._coalesced(project_id, delta)
         return self._increment(project_id, delta, conn)
 
@@ -174,15 +144,8 @@ class ProjectCounter:
     ) -> list[tuple[Any, ...]]:
         """One function call, with the retry rules of `Attempts`."""
         if conn is not None:
-            _check_caller_connection(conn)
-        attempts = Attempts(
-            self._policy,
-            self._timeouts,
-            tuple(project_ids),
-            self._metrics,
-            self._rng,
-            autonomous=conn is None,
-        )
+            check_caller_connection(conn.autocommit, conn.info.transaction_status)
+        attempts = self._settings.attempts(tuple(project_ids), autonomous=conn is None)
         while True:
             try:
                 if conn is None:
@@ -311,17 +274,6 @@ def _in_caller_transaction(
             with contextlib.suppress(psycopg.Error):
                 _send(conn, calls.UNDO_ATTEMPT)
         raise
-
-
-def _check_caller_connection(conn: Connection) -> None:
-    status = conn.info.transaction_status
-    if conn.autocommit and status == pq.TransactionStatus.IDLE:
-        raise ValueError(
-            "pgcounter: conn= must be inside a transaction; an autocommit connection needs "
-            "`with conn.transaction():` around the call"
-        )
-    if status == pq.TransactionStatus.INERROR:
-        raise ValueError("pgcounter: conn= is in a failed transaction; roll it back first")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,85 @@
+"""What both clients are configured with, built and checked in one place."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+
+from pgcounter.metrics import Metrics
+from pgcounter.retry import Attempts, RetryPolicy, Timeouts
+
+
+class CounterOptions(TypedDict, total=False):
+    """What every client accepts besides its connection source. Defaults in the README."""
+
+    coalesce: bool
+    statement_timeout_ms: int
+    lock_timeout_ms: int | None
+    max_retries: int
+    backoff_base_ms: float
+    backoff_max_ms: float
+    deadline_ms: float
+    metrics: Metrics | None
+    rng: random.Random | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    timeouts: Timeouts
+    policy: RetryPolicy
+    metrics: Metrics | None
+    rng: random.Random
+    coalesce: bool
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        coalesce: bool = True,
+        statement_timeout_ms: int = 3000,
+        lock_timeout_ms: int | None = None,
+        max_retries: int = 3,
+        backoff_base_ms: float = 50.0,
+        backoff_max_ms: float = 1000.0,
+        deadline_ms: float = 10_000.0,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+    ) -> Settings:
+        if lock_timeout_ms is None and isinstance(statement_timeout_ms, int):
+            # Somewhat below the statement timeout: a lock wait ends as 55P03 first.
+            lock_timeout_ms = max(1, statement_timeout_ms * 5 // 6)
+        return cls(
+            timeouts=Timeouts(statement_timeout_ms, lock_timeout_ms),
+            policy=RetryPolicy(max_retries, backoff_base_ms, backoff_max_ms, deadline_ms),
+            metrics=metrics,
+            rng=rng if rng is not None else random.Random(),  # noqa: S311 (jitter, not crypto)
+            coalesce=bool(coalesce),
+        )
+
+    def attempts(self, project_ids: tuple[int, ...], *, autonomous: bool) -> Attempts:
+        return Attempts(
+            self.policy, self.timeouts, project_ids, self.metrics, self.rng, autonomous=autonomous
+        )
+
+
+def pool_kwargs(dsn: str) -> dict[str, Any]:
+    """Connection settings of a pool the client owns."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if not conninfo_to_dict(dsn).get("application_name"):
+        kwargs["application_name"] = "pgcounter"  # so pg_stat_activity shows whose it is
+    return kwargs
+
+
+def check_caller_connection(autocommit: bool, status: pq.TransactionStatus) -> None:
+    """`conn=` must be a connection inside a usable transaction."""
+    if autocommit and status == pq.TransactionStatus.IDLE:
+        raise ValueError(
+            "pgcounter: conn= must be inside a transaction; an autocommit connection needs "
+            "`with conn.transaction():` around the call"
+        )
+    if status == pq.TransactionStatus.INERROR:
+        raise ValueError("pgcounter: conn= is in a failed transaction; roll it back first")
