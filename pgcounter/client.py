@@ -14,7 +14,7 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgcounter import calls
-from pgcounter.coalesce import Coalescer, Round, split
+from pgcounter.coalesce import Coalescer, Round, Waiter
 from pgcounter.options import (
     CounterOptions,
     Settings,
@@ -27,17 +27,15 @@ from pgcounter.validation import check_batch, check_delta, check_project_id
 Connection = psycopg.Connection[Any]
 
 
-class _Waiter:
-    """A caller queued for the next round of a project: woken with its value, its error,
-    or the round it is to lead."""
-
-    __slots__ = ("error", "event", "round", "value")
+class _ThreadWaiter(Waiter):
+    __slots__ = ("event",)
 
     def __init__(self) -> None:
+        super().__init__()
         self.event = threading.Event()
-        self.value = 0
-        self.error: BaseException | None = None
-        self.round: Round[_Waiter | None] | None = None
+
+    def wake(self) -> None:
+        self.event.set()
 
 
 class ProjectCounter:
@@ -86,7 +84,7 @@ class ProjectCounter:
 
     def _setup(self, settings: Settings) -> None:
         self._settings = settings
-        self._coalescer: Coalescer[_Waiter | None] = Coalescer()
+        self._coalescer = Coalescer()
         self._coalesce_lock = threading.Lock()
 
     @property
@@ -181,49 +179,33 @@ class ProjectCounter:
 
     def _coalesced(self, project_id: int, delta: int) -> int:
         with self._coalesce_lock:
-            if self._coalescer.in_flight(project_id):
-                waiter = _Waiter()
-                self._coalescer.queue(project_id, delta, waiter)
-            else:
-                self._coalescer.lead_now(project_id)
-                waiter = None
+            waiter = self._coalescer.join(project_id, delta, _ThreadWaiter)
         if waiter is None:
             return self._lead(project_id, [(delta, None)])
-        waiter.event.wait()
-        if waiter.round is not None:
-            return self._lead(project_id, waiter.round)
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.value
-
-    def _lead(self, project_id: int, round_: Round[_Waiter | None]) -> int:
-        """Serve a round with one call; hand the next round on; give each caller its own."""
-        deltas = [delta for delta, _ in round_]
         try:
-            value = self._increment(project_id, sum(deltas), None)
-        except BaseException as exc:
-            self._hand_on(project_id)
-            for _, waiter in round_[1:]:
-                assert waiter is not None
-                waiter.error = exc
-                waiter.event.set()
+            waiter.event.wait()
+        except BaseException:
+            with self._coalesce_lock:
+                self._coalescer.abandon(project_id, waiter)
             raise
-        self._hand_on(project_id)
-        ends = split(value, deltas)
-        for (_, waiter), end in zip(round_[1:], ends[1:], strict=True):
-            assert waiter is not None
-            waiter.value = end
-            waiter.event.set()
-        return ends[0]
+        if waiter.round is None:
+            return waiter.result()
+        return self._lead(project_id, waiter.round)
 
-    def _hand_on(self, project_id: int) -> None:
+    def _lead(self, project_id: int, round_: Round) -> int:
+        """Serve a round with one call (see pgcounter.coalesce)."""
+        try:
+            value = self._increment(project_id, sum(delta for delta, _ in round_), None)
+        except Exception as exc:
+            with self._coalesce_lock:
+                self._coalescer.round_failed(project_id, round_, exc)
+            raise
+        except BaseException:
+            with self._coalesce_lock:
+                self._coalescer.round_abandoned(project_id, round_)
+            raise
         with self._coalesce_lock:
-            next_round = self._coalescer.next_round(project_id)
-        if next_round is not None:
-            leader = next_round[0][1]
-            assert leader is not None
-            leader.round = next_round
-            leader.event.set()
+            return self._coalescer.round_done(project_id, round_, value)
 
     def close(self) -> None:
         if self._owns_pool:

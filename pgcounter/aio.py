@@ -1,0 +1,277 @@
+"""The asyncio client: `AsyncProjectCounter` over psycopg's AsyncConnectionPool.
+
+Same API, modes, retries, metrics and coalescing as `ProjectCounter`: the decisions are the
+shared sans-I/O pieces (`calls` plans, `retry.Attempts`, `coalesce.Coalescer`, `options`);
+this module only does their I/O with `await`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, Unpack
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from pgcounter import calls
+from pgcounter.coalesce import Coalescer, Round, Waiter
+from pgcounter.options import CounterOptions, Settings, check_caller_connection, pool_kwargs
+from pgcounter.retry import Attempts, Failure, raise_if_not_installed
+from pgcounter.validation import check_batch, check_delta, check_project_id
+
+AsyncConnection = psycopg.AsyncConnection[Any]
+
+
+class _TaskWaiter(Waiter):
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class AsyncProjectCounter:
+    """`ProjectCounter` for asyncio: `async with AsyncProjectCounter(dsn) as counter:`."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout_s: float = 30.0,
+        **options: Unpack[CounterOptions],
+    ) -> None:
+        self._setup(Settings.build(**options))
+        self._pool = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=pool_kwargs(dsn),
+            open=False,
+            name="pgcounter",
+        )
+        self._owns_pool = True
+        self._connect_timeout_s = connect_timeout_s
+
+    @classmethod
+    def from_pool(cls, pool: AsyncConnectionPool[Any], **options: Unpack[CounterOptions]) -> Self:
+        """A counter on a pool the caller already has (and opens, and closes)."""
+        self = cls.__new__(cls)
+        self._setup(Settings.build(**options))
+        self._pool = pool
+        self._owns_pool = False
+        self._connect_timeout_s = 0.0
+        return self
+
+    def _setup(self, settings: Settings) -> None:
+        self._settings = settings
+        # Tasks of one event loop: the coalescer needs no lock.
+        self._coalescer = Coalescer()
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        return self._pool
+
+    async def open(self) -> None:
+        """Open the pool it owns (`async with` does this)."""
+        if self._owns_pool:
+            try:
+                await self._pool.open(wait=True, timeout=self._connect_timeout_s)
+            except BaseException:
+                await self._pool.close()
+                raise
+
+    async def close(self) -> None:
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def increment(
+        self, project_id: int, delta: int = 1, *, conn: AsyncConnection | None = None
+    ) -> int:
+        """See `ProjectCounter.increment`."""
+        project_id = check_project_id(project_id)
+        delta = check_delta(delta)
+        if conn is None and self._settings.coalesce:
+            return await self._coalesced(project_id, delta)
+        return await self._increment(project_id, delta, conn)
+
+    async def increment_many(
+        self, deltas: Mapping[int, int], *, conn: AsyncConnection | None = None
+    ) -> dict[int, int]:
+        """See `ProjectCounter.increment_many`."""
+        project_ids, batch_deltas = check_batch(deltas)
+        if not project_ids:
+            return {}
+        call = calls.increment_many(project_ids, batch_deltas)
+        rows = await self._call(call, project_ids, conn)
+        return {int(project_id): int(value) for project_id, value in rows}
+
+    async def current(self, project_id: int, *, conn: AsyncConnection | None = None) -> int:
+        """See `ProjectCounter.current`."""
+        project_id = check_project_id(project_id)
+        async with contextlib.AsyncExitStack() as stack:
+            connection = (
+                conn
+                if conn is not None
+                else await stack.enter_async_context(self._pool.connection())
+            )
+            try:
+                cursor = await connection.execute(calls.CURRENT, (project_id,))
+                row = await cursor.fetchone()
+            except psycopg.Error as exc:
+                raise_if_not_installed(exc)
+                raise
+        assert row is not None
+        return int(row[0])
+
+    async def _increment(self, project_id: int, delta: int, conn: AsyncConnection | None) -> int:
+        rows = await self._call(calls.increment(project_id, delta), (project_id,), conn)
+        return int(rows[0][0])
+
+    async def _call(
+        self, call: calls.Step, project_ids: Sequence[int], conn: AsyncConnection | None
+    ) -> list[tuple[Any, ...]]:
+        if conn is not None:
+            check_caller_connection(conn.autocommit, conn.info.transaction_status)
+        attempts = self._settings.attempts(tuple(project_ids), autonomous=conn is None)
+        while True:
+            try:
+                if conn is None:
+                    rows = await self._autonomous(call, attempts)
+                else:
+                    rows = await _in_caller_transaction(conn, call, attempts)
+            except PoolTimeout as exc:
+                attempts.pool_timed_out(exc)
+                raise  # not reached: pool_timed_out raised
+            except psycopg.Error as exc:
+                delay = attempts.failed(exc)
+                if delay is None:
+                    raise
+                if attempts.last_failure is Failure.CONNECTION:
+                    await self._pool.check()
+                await asyncio.sleep(delay)
+                continue
+            attempts.succeeded()
+            return rows
+
+    async def _autonomous(self, call: calls.Step, attempts: Attempts) -> list[tuple[Any, ...]]:
+        timeout_s = max(attempts.remaining_s(), 0.001)
+        async with self._pool.connection(timeout=timeout_s) as conn, _own_transaction(conn):
+            statement_ms, lock_ms = attempts.start()
+            try:
+                return await _run(conn, calls.autonomous(call, statement_ms, lock_ms))
+            except BaseException:
+                attempts.ended()
+                raise
+
+    async def _coalesced(self, project_id: int, delta: int) -> int:
+        waiter = self._coalescer.join(project_id, delta, _TaskWaiter)
+        if waiter is None:
+            return await self._lead(project_id, [(delta, None)])
+        try:
+            await waiter.done
+        except BaseException:  # cancelled while queued
+            self._coalescer.abandon(project_id, waiter)
+            raise
+        if waiter.round is None:
+            return waiter.result()
+        return await self._lead(project_id, waiter.round)
+
+    async def _lead(self, project_id: int, round_: Round) -> int:
+        """Serve a round with one call (see pgcounter.coalesce)."""
+        try:
+            value = await self._increment(project_id, sum(delta for delta, _ in round_), None)
+        except Exception as exc:
+            self._coalescer.round_failed(project_id, round_, exc)
+            raise
+        except BaseException:
+            self._coalescer.round_abandoned(project_id, round_)
+            raise
+        return self._coalescer.round_done(project_id, round_, value)
+
+
+async def _send(
+    conn: AsyncConnection, plan: tuple[calls.Step, ...]
+) -> psycopg.AsyncCursor[Any] | None:
+    result = None
+    pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
+    async with pipeline:
+        for step in plan:
+            cursor = await conn.execute(step.sql, step.params, prepare=step.prepare)
+            if step.result:
+                result = cursor
+    return result
+
+
+async def _run(conn: AsyncConnection, plan: tuple[calls.Step, ...]) -> list[tuple[Any, ...]]:
+    cursor = await _send(conn, plan)
+    assert cursor is not None
+    return await cursor.fetchall()
+
+
+async def _in_caller_transaction(
+    conn: AsyncConnection, call: calls.Step, attempts: Attempts
+) -> list[tuple[Any, ...]]:
+    statement_ms, lock_ms = attempts.start()
+    try:
+        return await _run(conn, calls.in_caller_transaction(call, statement_ms, lock_ms))
+    except BaseException:
+        attempts.ended()
+        if not conn.closed and conn.info.transaction_status == pq.TransactionStatus.INERROR:
+            with contextlib.suppress(psycopg.Error):
+                await _send(conn, calls.UNDO_ATTEMPT)
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _own_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
+    """See the sync client's: the connection goes back idle (or closed) and as it was."""
+    was_autocommit = conn.autocommit
+    if not was_autocommit:
+        await conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        await _back_to_idle(conn)
+        if not was_autocommit and not conn.closed:
+            await conn.set_autocommit(False)
+
+
+def _idle(conn: AsyncConnection) -> bool:
+    return conn.info.transaction_status == pq.TransactionStatus.IDLE
+
+
+async def _back_to_idle(conn: AsyncConnection) -> None:
+    if conn.closed or _idle(conn):
+        return
+    try:
+        await conn.execute(calls.ROLLBACK, prepare=False)
+    except psycopg.Error:
+        await conn.close()
+        return
+    except BaseException:
+        await conn.close()
+        raise
+    if not _idle(conn):
+        await conn.close()
