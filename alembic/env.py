@@ -34,7 +34,7 @@ def run_online() -> None:
         context.configure(
             connection=connection,
             version_table=VERSION_TABLE,
-            )
+        )
         with context.begin_transaction():
             context.run_migrations()
 

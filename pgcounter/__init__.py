@@ -1,5 +1,7 @@
 """pgcounter: per-project counters in PostgreSQL, never the same number twice."""
 
+from pgcounter.aio import AsyncProjectCounter
+from pgcounter.blocks import BlockCounter
 from pgcounter.client import ProjectCounter
 from pgcounter.errors import (
     ConfigurationError,
@@ -12,6 +14,8 @@ from pgcounter.options import CounterOptions
 from pgcounter.retry import Failure, RetryPolicy, Timeouts
 
 __all__ = [
+    "AsyncProjectCounter",
+    "BlockCounter",
     "ConfigurationError",
     "CounterError",
     "CounterNotInstalledError",
