@@ -6,12 +6,14 @@ on stderr and exits non-zero; a traceback means a bug in pgcounter.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 import alembic.util
@@ -21,6 +23,10 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
 from pgcounter import migrations
+from pgcounter.bench import report, session
+from pgcounter.bench.contenders import ALTERNATIVES, MODES
+from pgcounter.bench.session import Plan
+from pgcounter.bench.workload import Workload
 from pgcounter.client import ProjectCounter
 from pgcounter.dsn import describe_dsn
 from pgcounter.embedded import EmbeddedServer
@@ -275,6 +281,164 @@ def get(target: Target, project_id: int) -> None:
     """Print the last number handed out for PROJECT_ID (0 if none)."""
     with counter(target) as c:
         click.echo(c.current(project_id))
+
+
+class IntList(click.ParamType):  # type: ignore[type-arg]
+    """A comma-separated list of positive integers: `1,8,32`."""
+
+    name = "list"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            numbers = [int(part) for part in str(value).split(",") if part.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if not numbers or min(numbers) < 1:
+            self.fail(f"{value!r}: give one or more integers, each at least 1", param, ctx)
+        return numbers
+
+
+class Choices(click.ParamType):  # type: ignore[type-arg]
+    """A comma-separated subset of known names; `none` for the empty set."""
+
+    name = "names"
+
+    def __init__(self, known: Sequence[str]) -> None:
+        self.known = tuple(known)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[str]:
+        if isinstance(value, list):
+            return value
+        names = [part.strip() for part in str(value).split(",") if part.strip()]
+        if names == ["none"]:
+            return []
+        unknown = [n for n in names if n not in self.known]
+        if unknown or not names:
+            self.fail(
+                f"{value!r}: choose from {', '.join(self.known)} (comma-separated) or none",
+                param,
+                ctx,
+            )
+        return list(dict.fromkeys(names))
+
+
+@cli.command()
+@click.option(
+    "--workers",
+    type=IntList(),
+    default="1,8,32",
+    show_default=True,
+    help="Threads (or tasks); a list runs each in turn.",
+)
+@click.option("--projects", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--distribution",
+    type=click.Choice(["hot", "uniform", "skewed"]),
+    default="hot",
+    show_default=True,
+    help="hot: all on one project; skewed: Zipf-like.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(0.5),
+    default=5.0,
+    show_default=True,
+    help="Seconds measured per run (after a short warm-up).",
+)
+@click.option(
+    "--mode",
+    "modes",
+    type=Choices(MODES),
+    default="plain,coalesced,blocks",
+    show_default=True,
+    help="pgcounter modes to run.",
+)
+@click.option(
+    "--alternatives",
+    type=Choices(ALTERNATIVES),
+    default="original,for_update,pgbench",
+    show_default=True,
+    help="Baselines measured in the same run.",
+)
+@click.option("--async", "use_async", is_flag=True, help="Asyncio tasks instead of threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option(
+    "--chart",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also draw throughput against workers as a PNG (extra `bench`).",
+)
+@pass_target
+def bench(
+    target: Target,
+    workers: list[int],
+    projects: int,
+    distribution: str,
+    duration: float,
+    modes: list[str],
+    alternatives: list[str],
+    use_async: bool,
+    as_json: bool,
+    chart: str | None,
+) -> None:
+    """Measure pgcounter against the alternatives on one database. Use a scratch database:
+    the run creates, and drops again, a schema of its own."""
+    if chart is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise CounterError(
+                "pgcounter: --chart needs matplotlib: pip install 'pgcounter[bench]'"
+            ) from exc
+    dsn = target.ready_dsn()
+    plan = Plan(workers, projects, distribution, duration, modes, alternatives, use_async)
+
+    @contextmanager
+    def progress_for(label: str) -> Iterator[Callable[[float], None]]:
+        with click.progressbar(length=1000, label=label, file=sys.stderr, width=30) as bar:
+            done = 0
+
+            def update(fraction: float) -> None:
+                nonlocal done
+                step = int(fraction * 1000) - done
+                if step > 0:
+                    bar.update(step)
+                    done += step
+
+            yield update
+
+    results = session.execute(dsn, plan, progress_for)
+    report.add_ratios(results)
+    workload = Workload(workers[-1], projects, distribution, duration, use_async)
+    described = workload.describe().replace(f"{workers[-1]} ", "N ", 1)
+    machine = report.machine(session.server_version(dsn))
+    if chart is not None:
+        report.chart(results, Path(chart), described)
+    if as_json:
+        info = {
+            "machine": machine,
+            "workload": described,
+            "command": " ".join(["pgcounter", *sys.argv[1:]]),
+            "results": [r.to_json() for r in results],
+        }
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(
+        f"pgcounter bench: {described}; {machine['cpus']} CPUs, PostgreSQL {machine['postgresql']}"
+    )
+    click.echo(report.table(results))
+    duplicates = sum(r.duplicates or 0 for r in results)
+    click.echo(
+        "verified: no number handed out twice"
+        if duplicates == 0
+        else f"DUPLICATES: {duplicates} numbers handed out twice"
+    )
 
 
 @contextmanager
