@@ -50,9 +50,9 @@ RESTORE_CALLER_TIMEOUTS: Final[LiteralString] = (
 class Step:
     """One statement of a plan.
 
-    Only the function call may become a prepared statement (`prepare=None`: psycopg's
-    threshold). psycopg counts a statement as prepared even when the server skipped it after
-    an earlier error in the same pipeline, and every later use of it would then fail.
+    `prepare=None` lets psycopg prepare it once used often enough; False never. A statement
+    that can follow a failing one in the same pipeline must be False: psycopg counts it as
+    prepared even when the server skipped it, and every later use of it would then fail.
     """
 
     sql: LiteralString
@@ -70,10 +70,14 @@ def increment_many(project_ids: list[int], deltas: list[int]) -> Step:
 
 
 def autonomous(call: Step, statement_ms: str, lock_ms: str) -> tuple[Step, ...]:
-    """The call as a transaction of its own."""
+    """The call as a transaction of its own.
+
+    BEGIN and the timeouts may be prepared too: they open the pipeline on an idle
+    connection, so no earlier statement can fail and make the server skip them.
+    """
     return (
-        Step(BEGIN),
-        Step(SET_LOCAL_TIMEOUTS, (statement_ms, lock_ms)),
+        Step(BEGIN, prepare=None),
+        Step(SET_LOCAL_TIMEOUTS, (statement_ms, lock_ms), prepare=None),
         call,
         Step(COMMIT),
     )
