@@ -18,7 +18,7 @@ from psycopg import pq
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from pgcounter import calls
-from pgcounter.coalesce import Coalescer, Round, Waiter
+from pgcounter.coalesce import Coalescer, Round, Waiter, deltas_by_project
 from pgcounter.options import CounterOptions, Settings, check_caller_connection, pool_kwargs
 from pgcounter.retry import Attempts, Failure, raise_if_not_installed
 from pgcounter.validation import check_batch, check_delta, check_project_id
@@ -75,7 +75,7 @@ class AsyncProjectCounter:
     def _setup(self, settings: Settings) -> None:
         self._settings = settings
         # Tasks of one event loop: the coalescer needs no lock.
-        self._coalescer = Coalescer()
+        self._coalescer = Coalescer(per_project=not settings.batch_projects)
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
@@ -188,7 +188,7 @@ class AsyncProjectCounter:
     async def _coalesced(self, project_id: int, delta: int) -> int:
         waiter = self._coalescer.join(project_id, delta, _TaskWaiter)
         if waiter is None:
-            return await self._lead(project_id, [(delta, None)])
+            return await self._lead([(project_id, delta, None)])
         try:
             await waiter.done
         except BaseException:  # cancelled while queued
@@ -196,19 +196,25 @@ class AsyncProjectCounter:
             raise
         if waiter.round is None:
             return waiter.result()
-        return await self._lead(project_id, waiter.round)
+        return await self._lead(waiter.round)
 
-    async def _lead(self, project_id: int, round_: Round) -> int:
+    async def _lead(self, round_: Round) -> int:
         """Serve a round with one call (see pgcounter.coalesce)."""
         try:
-            value = await self._increment(project_id, sum(delta for delta, _ in round_), None)
+            values = await self._take(deltas_by_project(round_))
         except Exception as exc:
-            self._coalescer.round_failed(project_id, round_, exc)
+            self._coalescer.round_failed(round_, exc)
             raise
         except BaseException:
-            self._coalescer.round_abandoned(project_id, round_)
+            self._coalescer.round_abandoned(round_)
             raise
-        return self._coalescer.round_done(project_id, round_, value)
+        return self._coalescer.round_done(round_, values)
+
+    async def _take(self, totals: dict[int, int]) -> dict[int, int]:
+        if len(totals) == 1:
+            ((project_id, delta),) = totals.items()
+            return {project_id: await self._increment(project_id, delta, None)}
+        return await self.increment_many(totals)
 
 
 async def _send(

@@ -355,7 +355,7 @@ class Choices(click.ParamType):  # type: ignore[type-arg]
     "--mode",
     "modes",
     type=Choices(MODES),
-    default="plain,coalesced,blocks",
+    default="plain,coalesced,batched,blocks",
     show_default=True,
     help="pgcounter modes to run.",
 )

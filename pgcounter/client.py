@@ -14,7 +14,7 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgcounter import calls
-from pgcounter.coalesce import Coalescer, Round, Waiter
+from pgcounter.coalesce import Coalescer, Round, Waiter, deltas_by_project
 from pgcounter.options import (
     CounterOptions,
     Settings,
@@ -84,7 +84,7 @@ class ProjectCounter:
 
     def _setup(self, settings: Settings) -> None:
         self._settings = settings
-        self._coalescer = Coalescer()
+        self._coalescer = Coalescer(per_project=not settings.batch_projects)
         self._coalesce_lock = threading.Lock()
 
     @property
@@ -181,7 +181,7 @@ class ProjectCounter:
         with self._coalesce_lock:
             waiter = self._coalescer.join(project_id, delta, _ThreadWaiter)
         if waiter is None:
-            return self._lead(project_id, [(delta, None)])
+            return self._lead([(project_id, delta, None)])
         try:
             waiter.event.wait()
         except BaseException:
@@ -190,22 +190,28 @@ class ProjectCounter:
             raise
         if waiter.round is None:
             return waiter.result()
-        return self._lead(project_id, waiter.round)
+        return self._lead(waiter.round)
 
-    def _lead(self, project_id: int, round_: Round) -> int:
+    def _lead(self, round_: Round) -> int:
         """Serve a round with one call (see pgcounter.coalesce)."""
         try:
-            value = self._increment(project_id, sum(delta for delta, _ in round_), None)
+            values = self._take(deltas_by_project(round_))
         except Exception as exc:
             with self._coalesce_lock:
-                self._coalescer.round_failed(project_id, round_, exc)
+                self._coalescer.round_failed(round_, exc)
             raise
         except BaseException:
             with self._coalesce_lock:
-                self._coalescer.round_abandoned(project_id, round_)
+                self._coalescer.round_abandoned(round_)
             raise
         with self._coalesce_lock:
-            return self._coalescer.round_done(project_id, round_, value)
+            return self._coalescer.round_done(round_, values)
+
+    def _take(self, totals: dict[int, int]) -> dict[int, int]:
+        if len(totals) == 1:
+            ((project_id, delta),) = totals.items()
+            return {project_id: self._increment(project_id, delta, None)}
+        return self.increment_many(totals)
 
     def close(self) -> None:
         if self._owns_pool:

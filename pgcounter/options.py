@@ -17,6 +17,7 @@ class CounterOptions(TypedDict, total=False):
     """What every client accepts besides its connection source. Defaults in the README."""
 
     coalesce: bool
+    batch_projects: bool
     statement_timeout_ms: int
     lock_timeout_ms: int | None
     max_retries: int
@@ -34,12 +35,14 @@ class Settings:
     metrics: Metrics | None
     rng: random.Random
     coalesce: bool
+    batch_projects: bool
 
     @classmethod
     def build(
         cls,
         *,
         coalesce: bool = True,
+        batch_projects: bool = False,
         statement_timeout_ms: int = 3000,
         lock_timeout_ms: int | None = None,
         max_retries: int = 3,
@@ -58,6 +61,7 @@ class Settings:
             metrics=metrics,
             rng=rng if rng is not None else random.Random(),  # noqa: S311 (jitter, not crypto)
             coalesce=bool(coalesce),
+            batch_projects=bool(batch_projects),
         )
 
     def attempts(self, project_ids: tuple[int, ...], *, autonomous: bool) -> Attempts:

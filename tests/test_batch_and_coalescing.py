@@ -164,3 +164,56 @@ class TestCoalescing:
             assert counter.current(5) == 1
             assert counter.increment(5) == 2  # and the project is not stuck in flight
         assert len(metrics.timings) < 1 + 6 + 1  # the six shared rounds
+
+
+class TestBatchingAcrossProjects:
+    def test_callers_of_many_projects_share_calls(
+        self, dsn: str, metrics: RecordingMetrics
+    ) -> None:
+        threads, calls, projects = 16, 60, 40
+        handed_out: dict[int, list[int]] = defaultdict(list)
+        lock = threading.Lock()
+        with ProjectCounter(dsn, max_size=4, metrics=metrics, batch_projects=True) as counter:
+
+            def worker(i: int) -> None:
+                rng = random.Random(i)
+                mine: list[tuple[int, range]] = []
+                for _ in range(calls):
+                    project, delta = rng.randrange(projects), rng.choice((1, 2))
+                    value = counter.increment(project, delta)
+                    mine.append((project, range(value - delta + 1, value + 1)))
+                with lock:
+                    for project, numbers in mine:
+                        handed_out[project].extend(numbers)
+
+            assert run_threads(threads, worker) == []
+            finals = {p: counter.current(p) for p in handed_out}
+        for project, numbers in handed_out.items():
+            assert sorted(numbers) == list(range(1, finals[project] + 1)), project
+        batched = [t for _, _, t in metrics.timings]
+        assert len(batched) < threads * calls  # calls were shared across projects
+
+    def test_a_batch_failure_fails_its_callers_and_changes_nothing(self, dsn: str) -> None:
+        """Project 1's row is locked: its callers time out, and so does anyone batched with
+        them; every call that failed took nothing, every call that succeeded got its own."""
+        with ProjectCounter(
+            dsn, batch_projects=True, statement_timeout_ms=200, max_retries=0, max_size=4
+        ) as counter:
+            counter.increment(1)
+            outcomes: list[tuple[int, BaseException | int]] = []
+            with row_lock_held(dsn, 1):
+
+                def worker(i: int) -> None:
+                    project = 1 + i % 3
+                    try:
+                        outcomes.append((project, counter.increment(project)))
+                    except CounterTimeoutError as exc:
+                        outcomes.append((project, exc))
+
+                assert run_threads(6, worker) == []
+            assert all(isinstance(o, CounterTimeoutError) for p, o in outcomes if p == 1)
+            for project in (1, 2, 3):
+                got = sorted(o for p, o in outcomes if p == project and isinstance(o, int))
+                expected_start = 2 if project == 1 else 1
+                assert got == list(range(expected_start, expected_start + len(got)))
+                assert counter.current(project) == expected_start - 1 + len(got)

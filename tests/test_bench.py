@@ -66,7 +66,7 @@ def test_a_short_real_run(dsn: str, tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["machine"]["postgresql"]
     names = {(r["contender"], r["workers"]) for r in report["results"]}
-    expected = {"plain", "coalesced", "blocks", *alternatives.split(",")}
+    expected = {"plain", "coalesced", "batched", "blocks", *alternatives.split(",")}
     assert names == {(n, w) for n in expected for w in (1, 4)}
     for r in report["results"]:
         assert r["ops"] > 0, r
@@ -106,7 +106,7 @@ def test_async_run_and_the_table(dsn: str) -> None:
     [
         (["--workers", "0"], "each at least 1"),
         (["--workers", "a,b"], "not a comma-separated list"),
-        (["--mode", "turbo"], "choose from plain, coalesced, blocks"),
+        (["--mode", "turbo"], "choose from plain, coalesced, batched, blocks"),
         (["--alternatives", "redis"], "choose from original, for_update, pgbench"),
     ],
 )

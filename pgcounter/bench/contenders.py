@@ -20,7 +20,7 @@ from pgcounter.metrics import RETRY, Tags
 SyncWorker = Callable[[int], int]
 AsyncWorker = Callable[[int], Awaitable[int]]
 
-MODES: Final = ("plain", "coalesced", "blocks")
+MODES: Final = ("plain", "coalesced", "batched", "blocks")
 ALTERNATIVES: Final = ("original", "for_update", "pgbench")
 
 # The original fix's path, statement by statement as it ran (BEGIN is sent by psycopg).
@@ -101,6 +101,7 @@ class PgcounterMode(Contender):
             "min_size": min(self.workers, 32),
             "max_size": min(self.workers, 32),
             "coalesce": self._mode != "plain",
+            "batch_projects": self._mode == "batched",
             "metrics": self.metrics,
         }
 
