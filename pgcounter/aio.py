@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, Unpack
@@ -145,16 +146,28 @@ class AsyncProjectCounter:
         assert row is not None
         return int(row[0])
 
-    async def _increment(self, project_id: int, delta: int, conn: AsyncConnection | None) -> int:
-        rows = await self._call(calls.increment(project_id, delta), (project_id,), conn)
+    async def _increment(
+        self,
+        project_id: int,
+        delta: int,
+        conn: AsyncConnection | None,
+        started: float | None = None,
+    ) -> int:
+        rows = await self._call(calls.increment(project_id, delta), (project_id,), conn, started)
         return int(rows[0][0])
 
     async def _call(
-        self, call: calls.Step, project_ids: Sequence[int], conn: AsyncConnection | None
+        self,
+        call: calls.Step,
+        project_ids: Sequence[int],
+        conn: AsyncConnection | None,
+        started: float | None = None,
     ) -> list[tuple[Any, ...]]:
         if conn is not None:
             check_caller_connection(conn.autocommit, conn.info.transaction_status)
-        attempts = self._settings.attempts(tuple(project_ids), autonomous=conn is None)
+        attempts = self._settings.attempts(
+            tuple(project_ids), autonomous=conn is None, started=started
+        )
         while True:
             try:
                 if conn is None:
@@ -186,35 +199,44 @@ class AsyncProjectCounter:
                 raise
 
     async def _coalesced(self, project_id: int, delta: int) -> int:
-        waiter = self._coalescer.join(project_id, delta, _TaskWaiter)
-        if waiter is None:
-            return await self._lead([(project_id, delta, None)])
+        """Join the project's round (see pgcounter.coalesce); lead one or wait for one."""
+        started = time.monotonic()
+        round_: Round | None = None
+        waiter: _TaskWaiter | None = None
         try:
-            await waiter.done
-        except BaseException:  # cancelled while queued
-            self._coalescer.abandon(project_id, waiter)
-            raise
-        if waiter.round is None:
-            return waiter.result()
-        return await self._lead(waiter.round)
-
-    async def _lead(self, round_: Round) -> int:
-        """Serve a round with one call (see pgcounter.coalesce)."""
-        try:
-            values = await self._take(deltas_by_project(round_))
-        except Exception as exc:
-            self._coalescer.round_failed(round_, exc)
-            raise
-        except BaseException:
-            self._coalescer.round_abandoned(round_)
+            waiter = self._coalescer.join(project_id, delta, _TaskWaiter)
+            if waiter is None:
+                round_ = [(project_id, delta, None)]
+            else:
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter.done), self._remaining_s(started))
+                except TimeoutError:
+                    self._settings.attempts(
+                        (project_id,), autonomous=True, started=started
+                    ).out_of_time("queued", "waited for a coalesced round")
+                if waiter.round is None:
+                    return waiter.result()
+                round_ = waiter.round
+            values = await self._take(deltas_by_project(round_), started)
+        except BaseException as exc:
+            if round_ is not None:
+                self._coalescer.settle(round_, exc)
+            elif waiter is not None:
+                self._coalescer.abandon(project_id, waiter)
             raise
         return self._coalescer.round_done(round_, values)
 
-    async def _take(self, totals: dict[int, int]) -> dict[int, int]:
+    def _remaining_s(self, started: float) -> float:
+        return max(0.0, started + self._settings.policy.deadline_ms / 1000.0 - time.monotonic())
+
+    async def _take(self, totals: dict[int, int], started: float) -> dict[int, int]:
         if len(totals) == 1:
             ((project_id, delta),) = totals.items()
-            return {project_id: await self._increment(project_id, delta, None)}
-        return await self.increment_many(totals)
+            return {project_id: await self._increment(project_id, delta, None, started)}
+        project_ids, deltas = check_batch(totals)
+        call = calls.increment_many(project_ids, deltas)
+        rows = await self._call(call, project_ids, None, started)
+        return {int(project_id): int(value) for project_id, value in rows}
 
 
 async def _send(

@@ -14,8 +14,10 @@ caller that notices fetches the next one, so the others rarely wait for the data
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 
 from pgcounter.client import ProjectCounter
 from pgcounter.validation import check_project_id
@@ -37,8 +39,25 @@ class _Project:
         self.fetched_at = 0.0
 
 
+_instances: weakref.WeakSet[BlockCounter] = weakref.WeakSet()
+
+
+def _forget_blocks_after_fork() -> None:
+    # A forked child (gunicorn --preload, multiprocessing) inherits the parent's blocks:
+    # handing them out again would duplicate numbers. The child starts with none.
+    for instance in list(_instances):
+        instance._forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_blocks_after_fork)
+
+
 class BlockCounter:
-    """Thread-safe; `next(project_id)` is the hot path (a lock and two integer operations)."""
+    """Thread-safe; `next(project_id)` is the hot path (a lock and two integer operations).
+
+    Fork-safe: a child process forgets the blocks it inherited and reserves its own.
+    """
 
     def __init__(
         self,
@@ -59,6 +78,11 @@ class BlockCounter:
         self._low_water = low_water
         self._grow_within_s = grow_within_s
         self._projects: dict[int, _Project] = {}
+        self._projects_lock = threading.Lock()
+        _instances.add(self)
+
+    def _forget(self) -> None:
+        self._projects = {}
         self._projects_lock = threading.Lock()
 
     def next(self, project_id: int) -> int:

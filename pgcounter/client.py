@@ -133,17 +133,25 @@ class ProjectCounter:
         assert row is not None
         return int(row[0])
 
-    def _increment(self, project_id: int, delta: int, conn: Connection | None) -> int:
-        rows = self._call(calls.increment(project_id, delta), (project_id,), conn)
+    def _increment(
+        self, project_id: int, delta: int, conn: Connection | None, started: float | None = None
+    ) -> int:
+        rows = self._call(calls.increment(project_id, delta), (project_id,), conn, started)
         return int(rows[0][0])
 
     def _call(
-        self, call: calls.Step, project_ids: Sequence[int], conn: Connection | None
+        self,
+        call: calls.Step,
+        project_ids: Sequence[int],
+        conn: Connection | None,
+        started: float | None = None,
     ) -> list[tuple[Any, ...]]:
         """One function call, with the retry rules of `Attempts`."""
         if conn is not None:
             check_caller_connection(conn.autocommit, conn.info.transaction_status)
-        attempts = self._settings.attempts(tuple(project_ids), autonomous=conn is None)
+        attempts = self._settings.attempts(
+            tuple(project_ids), autonomous=conn is None, started=started
+        )
         while True:
             try:
                 if conn is None:
@@ -178,40 +186,47 @@ class ProjectCounter:
                 raise
 
     def _coalesced(self, project_id: int, delta: int) -> int:
-        with self._coalesce_lock:
-            waiter = self._coalescer.join(project_id, delta, _ThreadWaiter)
-        if waiter is None:
-            return self._lead([(project_id, delta, None)])
+        """Join the project's round (see pgcounter.coalesce); lead one or wait for one."""
+        started = time.monotonic()
+        round_: Round | None = None
+        waiter: _ThreadWaiter | None = None
         try:
-            waiter.event.wait()
-        except BaseException:
             with self._coalesce_lock:
-                self._coalescer.abandon(project_id, waiter)
-            raise
-        if waiter.round is None:
-            return waiter.result()
-        return self._lead(waiter.round)
-
-    def _lead(self, round_: Round) -> int:
-        """Serve a round with one call (see pgcounter.coalesce)."""
-        try:
-            values = self._take(deltas_by_project(round_))
-        except Exception as exc:
+                waiter = self._coalescer.join(project_id, delta, _ThreadWaiter)
+                if waiter is None:
+                    round_ = [(project_id, delta, None)]
+            if waiter is not None:
+                # Queued callers keep their own deadline too.
+                if not waiter.event.wait(self._remaining_s(started)):
+                    self._settings.attempts(
+                        (project_id,), autonomous=True, started=started
+                    ).out_of_time("queued", "waited for a coalesced round")
+                if waiter.round is None:
+                    return waiter.result()
+                round_ = waiter.round
+            assert round_ is not None
+            values = self._take(deltas_by_project(round_), started)
+        except BaseException as exc:
             with self._coalesce_lock:
-                self._coalescer.round_failed(round_, exc)
-            raise
-        except BaseException:
-            with self._coalesce_lock:
-                self._coalescer.round_abandoned(round_)
+                if round_ is not None:
+                    self._coalescer.settle(round_, exc)
+                elif waiter is not None:
+                    self._coalescer.abandon(project_id, waiter)
             raise
         with self._coalesce_lock:
             return self._coalescer.round_done(round_, values)
 
-    def _take(self, totals: dict[int, int]) -> dict[int, int]:
+    def _remaining_s(self, started: float) -> float:
+        return max(0.0, started + self._settings.policy.deadline_ms / 1000.0 - time.monotonic())
+
+    def _take(self, totals: dict[int, int], started: float) -> dict[int, int]:
         if len(totals) == 1:
             ((project_id, delta),) = totals.items()
-            return {project_id: self._increment(project_id, delta, None)}
-        return self.increment_many(totals)
+            return {project_id: self._increment(project_id, delta, None, started)}
+        project_ids, deltas = check_batch(totals)
+        call = calls.increment_many(project_ids, deltas)
+        rows = self._call(call, project_ids, None, started)
+        return {int(project_id): int(value) for project_id, value in rows}
 
     def close(self) -> None:
         if self._owns_pool:

@@ -114,6 +114,14 @@ class Coalescer:
         self._requeue(lane, round_[1:])
         self._hand_on(lane)
 
+    def settle(self, round_: Round, error: BaseException) -> None:
+        """The round's leader raised: an error fails the round; an interrupt
+        (KeyboardInterrupt, a cancelled task) is the leader's own business."""
+        if isinstance(error, Exception):
+            self.round_failed(round_, error)
+        else:
+            self.round_abandoned(round_)
+
     def abandon(self, project_id: int, waiter: Waiter) -> None:
         """A queued caller gave up waiting; if it had been handed a round to lead, the rest
         of that round goes back to the front of the queue."""

@@ -64,9 +64,17 @@ class Settings:
             batch_projects=bool(batch_projects),
         )
 
-    def attempts(self, project_ids: tuple[int, ...], *, autonomous: bool) -> Attempts:
+    def attempts(
+        self, project_ids: tuple[int, ...], *, autonomous: bool, started: float | None = None
+    ) -> Attempts:
         return Attempts(
-            self.policy, self.timeouts, project_ids, self.metrics, self.rng, autonomous=autonomous
+            self.policy,
+            self.timeouts,
+            project_ids,
+            self.metrics,
+            self.rng,
+            autonomous=autonomous,
+            started=started,
         )
 
 

@@ -180,6 +180,7 @@ class Attempts:
         rng: random.Random,
         *,
         autonomous: bool,
+        started: float | None = None,
     ) -> None:
         self._policy = policy
         self._timeouts = timeouts
@@ -190,7 +191,8 @@ class Attempts:
         self.project_id = project_ids[0]
         self.number = 0
         self.last_failure: Failure | None = None
-        self._call_started = time.monotonic()
+        # A coalesced caller's budget started when it queued, not when it came to lead.
+        self._call_started = started if started is not None else time.monotonic()
         self._deadline = self._call_started + policy.deadline_ms / 1000.0
         self._sent = self._ended = self._call_started
         self._statement_timeout_ms = timeouts.statement_timeout_ms
@@ -241,15 +243,19 @@ class Attempts:
 
     def pool_timed_out(self, exc: psycopg_pool.PoolTimeout) -> None:
         """No connection came free before the deadline: the call ran out of time."""
+        self.out_of_time("pool", "got no pooled connection", exc)
+
+    def out_of_time(self, reason: str, what: str, exc: BaseException | None = None) -> None:
+        """The deadline passed while waiting (for a connection, for a coalesced round)."""
         self.number = max(self.number, 1)
         self.last_failure = Failure.FATAL
         self._incr(STATEMENT_TIMEOUT_EXHAUSTED, None)
         self._timing("timeout_exhausted")
-        fields = self._fields(None, "pool")
         logger.error(
-            "pgcounter: increment of %s got no pooled connection before its deadline; giving up",
+            "pgcounter: increment of %s %s before its deadline; giving up",
             self._what(),
-            extra=fields,
+            what,
+            extra=self._fields(None, reason),
         )
         raise CounterTimeoutError(self.project_id, self.number, self.project_ids) from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -217,3 +218,29 @@ class TestBatchingAcrossProjects:
                 expected_start = 2 if project == 1 else 1
                 assert got == list(range(expected_start, expected_start + len(got)))
                 assert counter.current(project) == expected_start - 1 + len(got)
+
+
+def test_a_queued_caller_keeps_its_own_deadline(dsn: str) -> None:
+    """Two rounds blocked on a locked row fill both slots; a third caller queues. Its call
+    ends by its own deadline, not after the rounds ahead of it plus a deadline of its own."""
+    with ProjectCounter(
+        dsn, statement_timeout_ms=5000, lock_timeout_ms=5000, deadline_ms=600, max_size=4
+    ) as counter:
+        counter.increment(1)
+        with row_lock_held(dsn, 1):
+            durations: list[float] = []
+            outcomes: list[BaseException | int] = []
+
+            def worker(i: int) -> None:
+                time.sleep(0.1 * (i // 2))  # two leaders first, then the queued one
+                started = time.monotonic()
+                try:
+                    outcomes.append(counter.increment(1))
+                except CounterTimeoutError as exc:
+                    outcomes.append(exc)
+                durations.append(time.monotonic() - started)
+
+            assert run_threads(3, worker) == []
+        assert all(isinstance(o, CounterTimeoutError) for o in outcomes)
+        assert max(durations) < 1.0  # every caller within about its 600 ms deadline
+        assert counter.current(1) == 1

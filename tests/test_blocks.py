@@ -64,3 +64,29 @@ def test_projects_are_independent_and_ids_checked(dsn: str) -> None:
 def test_bad_settings(dsn: str, kwargs: dict[str, float]) -> None:
     with ProjectCounter(dsn) as counter, pytest.raises(ValueError):  # noqa: PT011
         BlockCounter(counter, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_forked_child_never_reuses_its_parents_block(dsn: str) -> None:
+    import multiprocessing
+
+    with ProjectCounter(dsn) as counter:
+        blocks = BlockCounter(counter)
+        parent = [blocks.next(5) for _ in range(3)]  # a block of 100 is now reserved
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            child_first = pool.apply(_first_number_in_child, (dsn,))
+        assert parent == [1, 2, 3]
+        assert child_first > 100  # the child reserved a block of its own
+        assert blocks.next(5) == 4  # the parent carries on with its block
+
+
+def _first_number_in_child(dsn: str) -> int:
+    # The pool process was forked after the parent reserved its block; a BlockCounter made
+    # before the fork would be inherited, so one is checked through the module's registry.
+    from pgcounter import blocks as blocks_module
+
+    inherited = list(blocks_module._instances)
+    assert inherited, "the parent's BlockCounter was inherited"
+    assert all(not b._projects for b in inherited)  # ...and it forgot its blocks
+    with ProjectCounter(dsn, min_size=1, max_size=1) as counter:
+        return BlockCounter(counter).next(5)
