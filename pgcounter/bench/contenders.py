@@ -23,8 +23,10 @@ AsyncWorker = Callable[[int], Awaitable[int]]
 MODES: Final = ("plain", "coalesced", "batched", "blocks")
 ALTERNATIVES: Final = ("original", "for_update", "pgbench")
 
-# The original fix's path, statement by statement as it ran (BEGIN is sent by psycopg).
-ORIGINAL_SHOW: Final[LiteralString] = "SHOW statement_timeout"
+# The original fix's path, five round trips: BEGIN and SHOW go together as one query.
+ORIGINAL_BEGIN_SHOW: Final[LiteralString] = "BEGIN; SHOW statement_timeout"
+ORIGINAL_COMMIT: Final[LiteralString] = "COMMIT"
+ORIGINAL_ROLLBACK: Final[LiteralString] = "ROLLBACK"
 ORIGINAL_SET: Final[LiteralString] = "SELECT set_config('statement_timeout', %s, true)"
 ORIGINAL_UPSERT: Final[LiteralString] = (
     "INSERT INTO pgcounter_bench.original_counter AS c (project_id, value) VALUES (%s, 1)"
@@ -143,20 +145,22 @@ class Original(Contender):
         self._lock = threading.Lock()
 
     def worker(self) -> SyncWorker:
-        conn = psycopg.connect(self.dsn)
+        conn = psycopg.connect(self.dsn, autocommit=True)
         with self._lock:
             self._connections.append(conn)
 
         def increment(project_id: int) -> int:
             try:
-                row = conn.execute(ORIGINAL_SHOW).fetchone()
+                cursor = conn.execute(ORIGINAL_BEGIN_SHOW)
+                cursor.nextset()  # the SHOW's result
+                row = cursor.fetchone()
                 assert row is not None
                 conn.execute(ORIGINAL_SET, ("3000",))
                 result = conn.execute(ORIGINAL_UPSERT, (project_id,)).fetchone()
                 conn.execute(ORIGINAL_SET, (row[0],))
-                conn.commit()
+                conn.execute(ORIGINAL_COMMIT)
             except BaseException:
-                conn.rollback()
+                conn.execute(ORIGINAL_ROLLBACK)
                 raise
             assert result is not None
             return int(result[0])
@@ -174,7 +178,7 @@ class ForUpdate(Original):
     name = "for_update"
 
     def worker(self) -> SyncWorker:
-        conn = psycopg.connect(self.dsn)
+        conn = psycopg.connect(self.dsn)  # psycopg sends BEGIN before the SELECT
         with self._lock:
             self._connections.append(conn)
 

@@ -127,7 +127,7 @@ def _run_threads(
         rec = recorders[index]
         latencies, values, clock = rec.latencies, rec.values, time.perf_counter
         ready.wait()
-        start = window[0]
+        start, stop = window
         while not stopping.is_set():
             project = pick()
             bucket = values.get(project)
@@ -141,7 +141,7 @@ def _run_threads(
                 rec.failed(exc)
                 continue
             ended = clock()
-            if began >= start:
+            if start <= began < stop:
                 each = (ended - began) / batch
                 latencies.extend([each] * batch)
 
@@ -177,7 +177,7 @@ async def _run_tasks(
         increment = workers[index]
         rec = recorders[index]
         clock = time.perf_counter
-        start = window[0]
+        start, stop = window
         while not stopping.is_set():
             project = pick()
             began = clock()
@@ -188,7 +188,7 @@ async def _run_tasks(
                 continue
             ended = clock()
             rec.values.setdefault(project, array("q")).append(value)
-            if began >= start:
+            if start <= began < stop:
                 rec.latencies.append(ended - began)
 
     try:
@@ -286,9 +286,10 @@ def run_pgbench(
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
         handle.write(script)
     seconds = max(1, round(workload.duration_s))
+    # -M prepared: the fastest protocol pgbench has, as pgcounter's statements are prepared.
     command = [
-        pgbench, "-n", "-c", str(workload.workers), "-j", str(min(workload.workers, 4)),
-        "-T", str(seconds), "-f", handle.name, dsn,
+        pgbench, "-n", "-M", "prepared", "-c", str(workload.workers),
+        "-j", str(min(workload.workers, 4)), "-T", str(seconds), "-f", handle.name, dsn,
     ]  # fmt: skip
     try:
         process = subprocess.Popen(

@@ -57,12 +57,14 @@ def execute(
     pgbench = find_pgbench() if "pgbench" in plan.alternatives else None
     with bench_schema(dsn, needed=bool({"original", "for_update"} & set(plan.alternatives))):
         run_index = 0
-        for workers in plan.workers:
+        for sweep, workers in enumerate(plan.workers):
             workload = Workload(
                 workers, plan.projects, plan.distribution, plan.duration_s, plan.use_async
             )
             sync_workload = Workload(workers, plan.projects, plan.distribution, plan.duration_s)
-            for name in [*plan.modes, *plan.alternatives]:
+            names = [*plan.modes, *plan.alternatives]
+            # Alternate the order between worker counts: no contender always runs first.
+            for name in names if sweep % 2 == 0 else names[::-1]:
                 run_index += 1
                 base = BASE_PROJECT_ID + run_index * RUN_STRIDE
                 with progress_for(f"{name:<10} x {workers:>3}") as progress:
