@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from pgcounter import calls
-from pgcounter.coalesce import Coalescer, Round, Waiter, deltas_by_project
+from pgcounter import calls, flows
+from pgcounter.coalesce import Coalescer, Waiter
 from pgcounter.options import CounterOptions, Settings, check_caller_connection, pool_kwargs
-from pgcounter.retry import Attempts, Failure, raise_if_not_installed
+from pgcounter.retry import Attempts, raise_if_not_installed
 from pgcounter.validation import check_batch, check_delta, check_project_id
 
 AsyncConnection = psycopg.AsyncConnection[Any]
+Rows = list[tuple[Any, ...]]
+T = TypeVar("T")
 
 
 class _TaskWaiter(Waiter):
@@ -75,8 +77,9 @@ class AsyncProjectCounter:
 
     def _setup(self, settings: Settings) -> None:
         self._settings = settings
-        # Tasks of one event loop: the coalescer needs no lock.
         self._coalescer = Coalescer(per_project=not settings.batch_projects)
+        # Never contended on one event loop, and never held across an await.
+        self._coalesce_lock = threading.Lock()
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
@@ -162,33 +165,23 @@ class AsyncProjectCounter:
         project_ids: Sequence[int],
         conn: AsyncConnection | None,
         started: float | None = None,
-    ) -> list[tuple[Any, ...]]:
+    ) -> Rows:
+        """See `ProjectCounter._call`: the same `retried` flow, driven with asyncio."""
         if conn is not None:
             check_caller_connection(conn.autocommit, conn.info.transaction_status)
         attempts = self._settings.attempts(
             tuple(project_ids), autonomous=conn is None, started=started
         )
-        while True:
-            try:
-                if conn is None:
-                    rows = await self._autonomous(call, attempts)
-                else:
-                    rows = await _in_caller_transaction(conn, call, attempts)
-            except PoolTimeout as exc:
-                attempts.pool_timed_out(exc)
-                raise  # not reached: pool_timed_out raised
-            except psycopg.Error as exc:
-                delay = attempts.failed(exc)
-                if delay is None:
-                    raise
-                if attempts.last_failure is Failure.CONNECTION:
-                    await self._pool.check()
-                await asyncio.sleep(delay)
-                continue
-            attempts.succeeded()
-            return rows
+        if conn is None:
+            return await self._drive(
+                flows.retried(attempts), lambda: self._autonomous(call, attempts)
+            )
+        caller = conn
+        return await self._drive(
+            flows.retried(attempts), lambda: _in_caller_transaction(caller, call, attempts)
+        )
 
-    async def _autonomous(self, call: calls.Step, attempts: Attempts) -> list[tuple[Any, ...]]:
+    async def _autonomous(self, call: calls.Step, attempts: Attempts) -> Rows:
         timeout_s = max(attempts.remaining_s(), 0.001)
         async with self._pool.connection(timeout=timeout_s) as conn, _own_transaction(conn):
             statement_ms, lock_ms = attempts.start()
@@ -199,35 +192,10 @@ class AsyncProjectCounter:
                 raise
 
     async def _coalesced(self, project_id: int, delta: int) -> int:
-        """Join the project's round (see pgcounter.coalesce); lead one or wait for one."""
-        started = time.monotonic()
-        round_: Round | None = None
-        waiter: _TaskWaiter | None = None
-        try:
-            waiter = self._coalescer.join(project_id, delta, _TaskWaiter)
-            if waiter is None:
-                round_ = [(project_id, delta, None)]
-            else:
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter.done), self._remaining_s(started))
-                except TimeoutError:
-                    self._settings.attempts(
-                        (project_id,), autonomous=True, started=started
-                    ).out_of_time("queued", "waited for a coalesced round")
-                if waiter.round is None:
-                    return waiter.result()
-                round_ = waiter.round
-            values = await self._take(deltas_by_project(round_), started)
-        except BaseException as exc:
-            if round_ is not None:
-                self._coalescer.settle(round_, exc)
-            elif waiter is not None:
-                self._coalescer.abandon(project_id, waiter)
-            raise
-        return self._coalescer.round_done(round_, values)
-
-    def _remaining_s(self, started: float) -> float:
-        return max(0.0, started + self._settings.policy.deadline_ms / 1000.0 - time.monotonic())
+        flow = flows.coalesced(
+            self._coalescer, self._coalesce_lock, self._settings, project_id, delta, _TaskWaiter
+        )
+        return await self._drive(flow)
 
     async def _take(self, totals: dict[int, int], started: float) -> dict[int, int]:
         if len(totals) == 1:
@@ -237,6 +205,45 @@ class AsyncProjectCounter:
         call = calls.increment_many(project_ids, deltas)
         rows = await self._call(call, project_ids, None, started)
         return {int(project_id): int(value) for project_id, value in rows}
+
+    async def _drive(
+        self,
+        flow: Generator[flows.Op, Any, T],
+        attempt: Callable[[], Awaitable[Rows]] | None = None,
+    ) -> T:
+        """Do what a flow asks, with asyncio, until it returns (see pgcounter.flows)."""
+        op = next(flow)
+        while True:
+            try:
+                if op is flows.ATTEMPT:
+                    assert attempt is not None
+                    outcome: Any = await attempt()
+                elif op is flows.CHECK_POOL:
+                    await self._pool.check()
+                    outcome = None
+                elif isinstance(op, flows.Sleep):
+                    await asyncio.sleep(op.seconds)
+                    outcome = None
+                elif isinstance(op, flows.WaitFor):
+                    assert isinstance(op.waiter, _TaskWaiter)
+                    try:
+                        await asyncio.wait_for(asyncio.shield(op.waiter.done), op.timeout_s)
+                        outcome = True
+                    except TimeoutError:
+                        outcome = False
+                else:
+                    assert isinstance(op, flows.Take)
+                    outcome = await self._take(op.totals, op.started)
+            except BaseException as exc:
+                try:
+                    op = flow.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                continue
+            try:
+                op = flow.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
 
 async def _send(

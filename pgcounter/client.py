@@ -5,26 +5,28 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
-from pgcounter import calls
-from pgcounter.coalesce import Coalescer, Round, Waiter, deltas_by_project
+from pgcounter import calls, flows
+from pgcounter.coalesce import Coalescer, Waiter
 from pgcounter.options import (
     CounterOptions,
     Settings,
     check_caller_connection,
     pool_kwargs,
 )
-from pgcounter.retry import Attempts, Failure, raise_if_not_installed
+from pgcounter.retry import Attempts, raise_if_not_installed
 from pgcounter.validation import check_batch, check_delta, check_project_id
 
 Connection = psycopg.Connection[Any]
+Rows = list[tuple[Any, ...]]
+T = TypeVar("T")
 
 
 class _ThreadWaiter(Waiter):
@@ -145,37 +147,21 @@ class ProjectCounter:
         project_ids: Sequence[int],
         conn: Connection | None,
         started: float | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """One function call, with the retry rules of `Attempts`."""
+    ) -> Rows:
+        """One function call, with the retry rules of `Attempts` (the `retried` flow)."""
         if conn is not None:
             check_caller_connection(conn.autocommit, conn.info.transaction_status)
         attempts = self._settings.attempts(
             tuple(project_ids), autonomous=conn is None, started=started
         )
-        while True:
-            try:
-                if conn is None:
-                    rows = self._autonomous(call, attempts)
-                else:
-                    rows = _in_caller_transaction(conn, call, attempts)
-            except PoolTimeout as exc:
-                attempts.pool_timed_out(exc)
-                raise  # not reached: pool_timed_out raised
-            except psycopg.Error as exc:
-                delay = attempts.failed(exc)
-                if delay is None:
-                    raise
-                if attempts.last_failure is Failure.CONNECTION:
-                    # After a restart every idle connection is dead: drop them all now
-                    # (one round trip per idle connection, on this rare path only) instead
-                    # of spending a retry on each.
-                    self._pool.check()
-                time.sleep(delay)
-                continue
-            attempts.succeeded()
-            return rows
+        if conn is None:
+            return self._drive(flows.retried(attempts), lambda: self._autonomous(call, attempts))
+        caller = conn
+        return self._drive(
+            flows.retried(attempts), lambda: _in_caller_transaction(caller, call, attempts)
+        )
 
-    def _autonomous(self, call: calls.Step, attempts: Attempts) -> list[tuple[Any, ...]]:
+    def _autonomous(self, call: calls.Step, attempts: Attempts) -> Rows:
         timeout_s = max(attempts.remaining_s(), 0.001)
         with self._pool.connection(timeout=timeout_s) as conn, _own_transaction(conn):
             statement_ms, lock_ms = attempts.start()
@@ -186,38 +172,10 @@ class ProjectCounter:
                 raise
 
     def _coalesced(self, project_id: int, delta: int) -> int:
-        """Join the project's round (see pgcounter.coalesce); lead one or wait for one."""
-        started = time.monotonic()
-        round_: Round | None = None
-        waiter: _ThreadWaiter | None = None
-        try:
-            with self._coalesce_lock:
-                waiter = self._coalescer.join(project_id, delta, _ThreadWaiter)
-                if waiter is None:
-                    round_ = [(project_id, delta, None)]
-            if waiter is not None:
-                # Queued callers keep their own deadline too.
-                if not waiter.event.wait(self._remaining_s(started)):
-                    self._settings.attempts(
-                        (project_id,), autonomous=True, started=started
-                    ).out_of_time("queued", "waited for a coalesced round")
-                if waiter.round is None:
-                    return waiter.result()
-                round_ = waiter.round
-            assert round_ is not None
-            values = self._take(deltas_by_project(round_), started)
-        except BaseException as exc:
-            with self._coalesce_lock:
-                if round_ is not None:
-                    self._coalescer.settle(round_, exc)
-                elif waiter is not None:
-                    self._coalescer.abandon(project_id, waiter)
-            raise
-        with self._coalesce_lock:
-            return self._coalescer.round_done(round_, values)
-
-    def _remaining_s(self, started: float) -> float:
-        return max(0.0, started + self._settings.policy.deadline_ms / 1000.0 - time.monotonic())
+        flow = flows.coalesced(
+            self._coalescer, self._coalesce_lock, self._settings, project_id, delta, _ThreadWaiter
+        )
+        return self._drive(flow)
 
     def _take(self, totals: dict[int, int], started: float) -> dict[int, int]:
         if len(totals) == 1:
@@ -227,6 +185,39 @@ class ProjectCounter:
         call = calls.increment_many(project_ids, deltas)
         rows = self._call(call, project_ids, None, started)
         return {int(project_id): int(value) for project_id, value in rows}
+
+    def _drive(
+        self, flow: Generator[flows.Op, Any, T], attempt: Callable[[], Rows] | None = None
+    ) -> T:
+        """Do what a flow asks, with threads, until it returns (see pgcounter.flows)."""
+        op = next(flow)
+        while True:
+            try:
+                if op is flows.ATTEMPT:
+                    assert attempt is not None
+                    outcome: Any = attempt()
+                elif op is flows.CHECK_POOL:
+                    self._pool.check()
+                    outcome = None
+                elif isinstance(op, flows.Sleep):
+                    time.sleep(op.seconds)
+                    outcome = None
+                elif isinstance(op, flows.WaitFor):
+                    assert isinstance(op.waiter, _ThreadWaiter)
+                    outcome = op.waiter.event.wait(op.timeout_s)
+                else:
+                    assert isinstance(op, flows.Take)
+                    outcome = self._take(op.totals, op.started)
+            except BaseException as exc:
+                try:
+                    op = flow.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                continue
+            try:
+                op = flow.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     def close(self) -> None:
         if self._owns_pool:
