@@ -15,6 +15,11 @@ INCREMENT_MANY: Final[LiteralString] = (
     "SELECT project_id, value FROM pgcounter.increment_project_counters(%s::bigint[], %s::bigint[])"
 )
 CURRENT: Final[LiteralString] = "SELECT pgcounter.current_project_counter(%s)"
+# The role by its exact name (no identifier parsing); no row when there is no such role.
+GRANT_USAGE: Final[LiteralString] = (
+    "SELECT pgcounter.grant_usage(r.oid::regrole) FROM pg_catalog.pg_roles AS r"
+    " WHERE r.rolname = %s"
+)
 
 # Explicit: a database whose default isolation is REPEATABLE READ or SERIALIZABLE would turn
 # every concurrent increment of a project into a serialization failure.

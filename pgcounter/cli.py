@@ -22,7 +22,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from pgcounter import migrations
+from pgcounter import calls, migrations
 from pgcounter.bench import report, session
 from pgcounter.bench.contenders import ALTERNATIVES, MODES
 from pgcounter.bench.session import Plan
@@ -281,6 +281,25 @@ def get(target: Target, project_id: int) -> None:
     """Print the last number handed out for PROJECT_ID (0 if none)."""
     with counter(target) as c:
         click.echo(c.current(project_id))
+
+
+@cli.command()
+@click.argument("role")
+@pass_target
+def grant(target: Target, role: str) -> None:
+    """Let ROLE take and read numbers, and nothing else (run as the bundle's owner)."""
+    dsn = target.ready_dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            granted = conn.execute(calls.GRANT_USAGE, (role,)).fetchall()
+        except psycopg.errors.UndefinedFunction as exc:
+            raise CounterNotInstalledError(
+                f"pgcounter: {describe_dsn(dsn)} has no pgcounter.grant_usage; "
+                "run `pgcounter migrate`"
+            ) from exc
+    if not granted:
+        raise CounterError(f"pgcounter: there is no role named {role!r}")
+    click.echo(f"granted {role}: USAGE on schema pgcounter, EXECUTE on the counter functions")
 
 
 class IntList(click.ParamType):  # type: ignore[type-arg]

@@ -1,6 +1,11 @@
 -- pgcounter: the functions. CREATE OR REPLACE throughout, so a later revision that changes a
 -- function re-runs this file. Every function pins search_path and schema-qualifies every
 -- object it touches.
+--
+-- Least privilege: the counter functions are SECURITY DEFINER, so an application role needs
+-- only EXECUTE on them (granted by pgcounter.grant_usage) and never any right on the table:
+-- it can take and read numbers, but cannot move a counter by hand, backwards or at all.
+-- The pinned search_path is what makes SECURITY DEFINER safe against search_path hijacking.
 
 CREATE OR REPLACE FUNCTION pgcounter.increment_project_counter(
     project_id bigint,
@@ -9,6 +14,7 @@ CREATE OR REPLACE FUNCTION pgcounter.increment_project_counter(
 LANGUAGE plpgsql
 VOLATILE
 PARALLEL UNSAFE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
@@ -64,6 +70,7 @@ CREATE OR REPLACE FUNCTION pgcounter.current_project_counter(
 LANGUAGE plpgsql
 STABLE
 PARALLEL SAFE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
@@ -93,6 +100,7 @@ CREATE OR REPLACE FUNCTION pgcounter.increment_project_counters(
 LANGUAGE plpgsql
 VOLATILE
 PARALLEL UNSAFE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
@@ -160,3 +168,40 @@ $fn$;
 COMMENT ON FUNCTION pgcounter.increment_project_counters(bigint[], bigint[]) IS
     'pgcounter: increment_project_counter for many projects in one statement, locking rows '
     'in project_id order; returns (project_id, value) per project';
+
+
+
+-- Functions are executable by PUBLIC by default; a SECURITY DEFINER one must not be.
+REVOKE ALL ON FUNCTION pgcounter.increment_project_counter(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgcounter.current_project_counter(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgcounter.increment_project_counters(bigint[], bigint[]) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION pgcounter.grant_usage(grantee regrole)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF grantee IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'pgcounter: grantee must not be NULL';
+    END IF;
+    -- Exactly what an application needs: the schema, and EXECUTE on the counter functions.
+    -- No right on the table itself. quote_ident on the role's name: never raw text in DDL.
+    EXECUTE 'GRANT USAGE ON SCHEMA pgcounter TO ' || quote_ident(grantee::text);
+    EXECUTE 'GRANT EXECUTE ON FUNCTION pgcounter.increment_project_counter(bigint, bigint), '
+        || 'pgcounter.current_project_counter(bigint), '
+        || 'pgcounter.increment_project_counters(bigint[], bigint[]) TO '
+        || quote_ident(grantee::text);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgcounter.grant_usage(regrole) IS
+    'pgcounter: let a role take and read numbers (USAGE on the schema, EXECUTE on the '
+    'counter functions) and nothing else; run by the owner of the pgcounter objects';
+
+REVOKE ALL ON FUNCTION pgcounter.grant_usage(regrole) FROM PUBLIC;

@@ -4,8 +4,10 @@
 
 -- functions.sql is re-run by later revisions and holds every function, so a function added
 -- by a later revision may exist here too.
+DROP FUNCTION IF EXISTS pgcounter.grant_usage(regrole);
 DROP FUNCTION IF EXISTS pgcounter.increment_project_counters(bigint[], bigint[]);
 DROP FUNCTION pgcounter.current_project_counter(bigint);
 DROP FUNCTION pgcounter.increment_project_counter(bigint, bigint);
 DROP TABLE pgcounter.project_counter;
+-- Grants made by pgcounter.grant_usage on the schema go with it.
 DROP SCHEMA pgcounter;

@@ -38,7 +38,7 @@ def pgcounter_objects(dsn: str) -> dict[str, Any]:
 
 
 NOTHING = {"schema": False, "functions": 0, "table": False}
-EVERYTHING = {"schema": True, "functions": 3, "table": True}
+EVERYTHING = {"schema": True, "functions": 4, "table": True}
 
 
 def alembic(*args: str, dsn: str | None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -192,7 +192,16 @@ def test_each_revision_up_and_down(empty_dsn: str) -> None:
     assert pgcounter_objects(empty_dsn) == NOTHING
     migrations.upgrade(empty_dsn, "0001")
     migrations.upgrade(empty_dsn, "0002")
+    migrations.upgrade(empty_dsn, "0003")
     assert pgcounter_objects(empty_dsn) == EVERYTHING
+    migrations.downgrade(empty_dsn, "0002")
+    assert pgcounter_objects(empty_dsn)["functions"] == 3
+    with psycopg.connect(empty_dsn) as conn:  # 0002's functions: invoker rights, PUBLIC may run
+        row = conn.execute(
+            "SELECT bool_or(prosecdef), bool_and(has_function_privilege('public', oid, 'EXECUTE'))"
+            " FROM pg_proc WHERE pronamespace = 'pgcounter'::regnamespace"
+        ).fetchone()
+    assert row == (False, True)
     migrations.downgrade(empty_dsn, "0001")
     assert pgcounter_objects(empty_dsn)["functions"] == 2
     assert migrations.current_revision(empty_dsn) == "0001"

@@ -106,6 +106,7 @@ def test_every_function_pins_search_path(db: Conn) -> None:
         "increment_project_counter",
         "current_project_counter",
         "increment_project_counters",
+        "grant_usage",
     }
     for name, config in rows:
         assert config == ["search_path=pg_catalog, pg_temp"], name
