@@ -15,6 +15,10 @@ INCREMENT_MANY: Final[LiteralString] = (
     "SELECT project_id, value FROM pgcounter.increment_project_counters(%s::bigint[], %s::bigint[])"
 )
 CURRENT: Final[LiteralString] = "SELECT pgcounter.current_project_counter(%s)"
+ENSURE: Final[LiteralString] = "SELECT pgcounter.ensure_project_counter_at_least(%s, %s)"
+ENSURE_MANY: Final[LiteralString] = (
+    "SELECT pgcounter.ensure_project_counters(%s::bigint[], %s::bigint[])"
+)
 # The role by its exact name (no identifier parsing); no row when there is no such role.
 GRANT_USAGE: Final[LiteralString] = (
     "SELECT pgcounter.grant_usage(r.oid::regrole) FROM pg_catalog.pg_roles AS r"
@@ -72,6 +76,14 @@ def increment(project_id: int, delta: int) -> Step:
 
 def increment_many(project_ids: list[int], deltas: list[int]) -> Step:
     return Step(INCREMENT_MANY, (project_ids, deltas), prepare=None, result=True)
+
+
+def ensure(project_id: int, value: int) -> Step:
+    return Step(ENSURE, (project_id, value), prepare=None, result=True)
+
+
+def ensure_many(project_ids: list[int], values: list[int]) -> Step:
+    return Step(ENSURE_MANY, (project_ids, values), prepare=None, result=True)
 
 
 def autonomous(call: Step, statement_ms: str, lock_ms: str) -> tuple[Step, ...]:

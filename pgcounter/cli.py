@@ -20,6 +20,7 @@ import alembic.util
 import click
 import psycopg
 import psycopg_pool
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pgcounter import calls, migrations
@@ -31,7 +32,7 @@ from pgcounter.client import ProjectCounter
 from pgcounter.dsn import describe_dsn
 from pgcounter.embedded import EmbeddedServer
 from pgcounter.errors import CounterError, CounterNotInstalledError
-from pgcounter.validation import BIGINT_MAX, BIGINT_MIN
+from pgcounter.validation import BIGINT_MAX, BIGINT_MIN, check_values
 
 
 class BigInt(click.ParamType):  # type: ignore[type-arg]
@@ -281,6 +282,61 @@ def get(target: Target, project_id: int) -> None:
     """Print the last number handed out for PROJECT_ID (0 if none)."""
     with counter(target) as c:
         click.echo(c.current(project_id))
+
+
+@cli.command()
+@click.argument("project_id", type=PROJECT_ID)
+@click.argument("value", type=BigInt(minimum=0))
+@pass_target
+def ensure(target: Target, project_id: int, value: int) -> None:
+    """Raise PROJECT_ID's counter to at least VALUE (never lower it); print the counter."""
+    with counter(target) as c:
+        click.echo(c.ensure_at_least(project_id, value))
+
+
+@cli.command("import")
+@click.option("--query", help="SQL returning (project_id, highest number used) rows.")
+@click.option("--table", help="A table of (project_id, value) rows, e.g. legacy.projectcounter.")
+@click.option("--id-column", default="project_id", show_default=True)
+@click.option("--value-column", default="value", show_default=True)
+@pass_target
+def import_(
+    target: Target, query: str | None, table: str | None, id_column: str, value_column: str
+) -> None:
+    """Seed or repair counters from existing data, in one transaction; never lowers one.
+
+    e.g. --query "SELECT project_id, max(short_id) FROM issues GROUP BY 1"
+    """
+    if (query is None) == (table is None):
+        raise click.UsageError("give exactly one of --query and --table")
+    source: sql.Composable
+    if query is not None:
+        source = sql.SQL(query)  # the operator's own query, by design
+    else:
+        assert table is not None
+        source = sql.SQL("SELECT {}, {} FROM {}").format(
+            sql.Identifier(id_column),
+            sql.Identifier(value_column),
+            sql.Identifier(*table.split(".")),
+        )
+    dsn = target.ready_dsn()
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        rows = conn.execute(source).fetchall()
+        values: dict[int, int] = {}
+        for row in rows:
+            if len(row) != 2 or not all(isinstance(x, int) for x in row):
+                raise CounterError(
+                    f"pgcounter: each row must be (project_id, value) integers, got {row!r}"
+                )
+            project_id, value = row
+            values[project_id] = max(value, values.get(project_id, value))
+        try:
+            project_ids, at_least = check_values(values)
+        except ValueError as exc:
+            raise CounterError(str(exc)) from exc
+        moved = conn.execute(calls.ENSURE_MANY, (project_ids, at_least)).fetchone()
+    assert moved is not None
+    click.echo(f"{moved[0]} of {len(values)} counters moved")
 
 
 @cli.command()

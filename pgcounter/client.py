@@ -22,7 +22,13 @@ from pgcounter.options import (
     pool_kwargs,
 )
 from pgcounter.retry import Attempts, raise_if_not_installed
-from pgcounter.validation import check_batch, check_delta, check_project_id
+from pgcounter.validation import (
+    check_batch,
+    check_delta,
+    check_project_id,
+    check_value,
+    check_values,
+)
 
 Connection = psycopg.Connection[Any]
 Rows = list[tuple[Any, ...]]
@@ -120,6 +126,27 @@ class ProjectCounter:
             return {}
         rows = self._call(calls.increment_many(project_ids, batch_deltas), project_ids, conn)
         return {int(project_id): int(value) for project_id, value in rows}
+
+    def ensure_at_least(
+        self, project_id: int, value: int, *, conn: Connection | None = None
+    ) -> int:
+        """Raise the project's counter to at least `value`, never lower it; return the counter.
+
+        For a counter that fell behind numbers already used (imports, manual fixes): the
+        next increment then hands out `value + 1` or more.
+        """
+        project_id = check_project_id(project_id)
+        value = check_value(value)
+        rows = self._call(calls.ensure(project_id, value), (project_id,), conn)
+        return int(rows[0][0])
+
+    def ensure_many(self, values: Mapping[int, int], *, conn: Connection | None = None) -> int:
+        """`ensure_at_least` for many projects in one statement; returns how many moved."""
+        project_ids, at_least = check_values(values)
+        if not project_ids:
+            return 0
+        rows = self._call(calls.ensure_many(project_ids, at_least), project_ids, conn)
+        return int(rows[0][0])
 
     def current(self, project_id: int, *, conn: Connection | None = None) -> int:
         """The last number handed out for the project; 0 if it never was incremented."""

@@ -40,3 +40,19 @@ def check_batch(deltas: object) -> tuple[list[int], list[int]]:
         )
     checked = sorted((check_project_id(p), check_delta(d)) for p, d in deltas.items())
     return [p for p, _ in checked], [d for _, d in checked]
+
+
+def check_value(value: object) -> int:
+    """A counter value to repair to: 0 (nothing used yet) up to the bigint maximum."""
+    number = _require_int("value", value)
+    if not 0 <= number <= BIGINT_MAX:
+        raise ValueError(f"pgcounter: a counter value must be between 0 and {BIGINT_MAX}")
+    return number
+
+
+def check_values(values: object) -> tuple[list[int], list[int]]:
+    """{project_id: value} checked, as two lists in project_id order."""
+    if not isinstance(values, Mapping):
+        raise TypeError("pgcounter: expected a mapping of project_id to value")
+    checked = sorted((check_project_id(p), check_value(v)) for p, v in values.items())
+    return [p for p, _ in checked], [v for _, v in checked]

@@ -171,10 +171,104 @@ COMMENT ON FUNCTION pgcounter.increment_project_counters(bigint[], bigint[]) IS
 
 
 
+CREATE OR REPLACE FUNCTION pgcounter.ensure_project_counters(
+    project_ids bigint[],
+    at_least bigint[]
+) RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+PARALLEL UNSAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    moved integer;
+BEGIN
+    IF project_ids IS NULL OR at_least IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'pgcounter: project_ids and at_least must not be NULL';
+    END IF;
+    IF coalesce(array_ndims(project_ids), 1) <> 1 OR coalesce(array_ndims(at_least), 1) <> 1
+       OR cardinality(project_ids) <> cardinality(at_least) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'pgcounter: project_ids and at_least must be one-dimensional arrays '
+                || 'of the same length';
+    END IF;
+    IF array_position(project_ids, NULL) IS NOT NULL OR array_position(at_least, NULL) IS NOT NULL
+    THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'pgcounter: project_ids and at_least must not contain NULL';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(at_least) AS v(value) WHERE v.value < 0) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'pgcounter: a counter value cannot be negative';
+    END IF;
+
+    -- Never moves a counter down (GREATEST semantics through the WHERE): a repair can only
+    -- skip numbers, never hand one out again. A project listed twice counts with its largest
+    -- value. Rows are locked in project_id order, like every batch.
+    WITH moved_rows AS (
+        INSERT INTO pgcounter.project_counter AS c (project_id, value)
+        SELECT i.project_id, max(i.value)
+          FROM unnest(project_ids, at_least) AS i(project_id, value)
+         WHERE i.value > 0
+         GROUP BY i.project_id
+         ORDER BY i.project_id
+        ON CONFLICT (project_id) DO UPDATE
+            SET value = excluded.value
+            WHERE c.value < excluded.value
+        RETURNING 1
+    )
+    SELECT count(*) INTO moved FROM moved_rows;
+    RETURN moved;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgcounter.ensure_project_counters(bigint[], bigint[]) IS
+    'pgcounter: raise each project''s counter to at least the given value (never lower it); '
+    'returns how many counters moved. For repairs and imports; not granted by grant_usage';
+
+
+CREATE OR REPLACE FUNCTION pgcounter.ensure_project_counter_at_least(
+    project_id bigint,
+    value bigint
+) RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+PARALLEL UNSAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF ensure_project_counter_at_least.project_id IS NULL
+       OR ensure_project_counter_at_least.value IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'pgcounter: project_id and value must not be NULL';
+    END IF;
+    PERFORM pgcounter.ensure_project_counters(
+        ARRAY[ensure_project_counter_at_least.project_id],
+        ARRAY[ensure_project_counter_at_least.value]
+    );
+    RETURN pgcounter.current_project_counter(ensure_project_counter_at_least.project_id);
+END
+$fn$;
+
+COMMENT ON FUNCTION pgcounter.ensure_project_counter_at_least(bigint, bigint) IS
+    'pgcounter: raise one counter to at least value (never lower it); returns the counter';
+
+
 -- Functions are executable by PUBLIC by default; a SECURITY DEFINER one must not be.
 REVOKE ALL ON FUNCTION pgcounter.increment_project_counter(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgcounter.current_project_counter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgcounter.increment_project_counters(bigint[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgcounter.ensure_project_counters(bigint[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgcounter.ensure_project_counter_at_least(bigint, bigint) FROM PUBLIC;
 
 
 CREATE OR REPLACE FUNCTION pgcounter.grant_usage(grantee regrole)

@@ -4,6 +4,8 @@
 
 -- functions.sql is re-run by later revisions and holds every function, so a function added
 -- by a later revision may exist here too.
+DROP FUNCTION IF EXISTS pgcounter.ensure_project_counter_at_least(bigint, bigint);
+DROP FUNCTION IF EXISTS pgcounter.ensure_project_counters(bigint[], bigint[]);
 DROP FUNCTION IF EXISTS pgcounter.grant_usage(regrole);
 DROP FUNCTION IF EXISTS pgcounter.increment_project_counters(bigint[], bigint[]);
 DROP FUNCTION pgcounter.current_project_counter(bigint);

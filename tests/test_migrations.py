@@ -38,7 +38,7 @@ def pgcounter_objects(dsn: str) -> dict[str, Any]:
 
 
 NOTHING = {"schema": False, "functions": 0, "table": False}
-EVERYTHING = {"schema": True, "functions": 4, "table": True}
+EVERYTHING = {"schema": True, "functions": 6, "table": True}
 
 
 def alembic(*args: str, dsn: str | None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -193,7 +193,10 @@ def test_each_revision_up_and_down(empty_dsn: str) -> None:
     migrations.upgrade(empty_dsn, "0001")
     migrations.upgrade(empty_dsn, "0002")
     migrations.upgrade(empty_dsn, "0003")
+    migrations.upgrade(empty_dsn, "0004")
     assert pgcounter_objects(empty_dsn) == EVERYTHING
+    migrations.downgrade(empty_dsn, "0003")
+    assert pgcounter_objects(empty_dsn)["functions"] == 4
     migrations.downgrade(empty_dsn, "0002")
     assert pgcounter_objects(empty_dsn)["functions"] == 3
     with psycopg.connect(empty_dsn) as conn:  # 0002's functions: invoker rights, PUBLIC may run

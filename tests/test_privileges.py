@@ -42,6 +42,7 @@ DIRECT_WRITES = [
     "INSERT INTO pgcounter.project_counter VALUES (99, 1)",
     "SELECT * FROM pgcounter.project_counter",
     "SELECT pgcounter.grant_usage(current_user::regrole)",
+    "SELECT pgcounter.ensure_project_counter_at_least(5, 1000)",
 ]
 
 
@@ -83,6 +84,8 @@ def test_the_functions_run_as_their_owner_with_a_pinned_search_path(dsn: str) ->
         ).fetchall()
     assert [(name, definer, public) for name, definer, _, public in rows] == [
         ("current_project_counter", True, False),
+        ("ensure_project_counter_at_least", True, False),
+        ("ensure_project_counters", True, False),
         ("grant_usage", False, False),
         ("increment_project_counter", True, False),
         ("increment_project_counters", True, False),

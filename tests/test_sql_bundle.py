@@ -107,6 +107,8 @@ def test_every_function_pins_search_path(db: Conn) -> None:
         "current_project_counter",
         "increment_project_counters",
         "grant_usage",
+        "ensure_project_counters",
+        "ensure_project_counter_at_least",
     }
     for name, config in rows:
         assert config == ["search_path=pg_catalog, pg_temp"], name
