@@ -157,3 +157,12 @@ async def test_from_a_callers_pool_nothing_leaks(dsn: str) -> None:
             assert conn.autocommit is False
             cursor = await conn.execute("SHOW statement_timeout")
             assert await cursor.fetchone() == ("7s",)
+
+
+async def test_repair_never_lowers(dsn: str) -> None:
+    async with AsyncProjectCounter(dsn) as counter:
+        await counter.increment(8, delta=10)
+        assert await counter.ensure_at_least(8, 30) == 30
+        assert await counter.ensure_at_least(8, 3) == 30
+        assert await counter.ensure_many({8: 31, 9: 4, 10: 0}) == 2
+        assert await counter.increment(8) == 32
