@@ -17,7 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from pgcounter.bundle import alembic_dir
+from pgcounter.bundle import alembic_dir, read_sql
 from pgcounter.errors import ConfigurationError
 
 DSN_ENV = "PGCOUNTER_DSN"
@@ -25,6 +25,16 @@ DSN_ENV = "PGCOUNTER_DSN"
 # pgcounter lives inside its users' databases, which often run alembic for their own schema:
 # a table name of its own keeps the two histories apart.
 VERSION_TABLE = "pgcounter_alembic_version"
+
+
+def run_bundle_file(name: str) -> None:
+    """Execute one file of the SQL bundle inside a revision (online or into --sql output).
+
+    alembic adds its own ";" after each statement in offline output, hence the trim.
+    """
+    from alembic import op
+
+    op.execute(read_sql(name).rstrip().removesuffix(";"))
 
 
 def make_config(dsn: str | None = None) -> Config:

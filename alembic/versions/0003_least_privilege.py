@@ -11,16 +11,14 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import op
+
+from pgcounter.migrations import run_bundle_file
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | None = None
 depends_on: str | None = None
-
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 COUNTER_FUNCTIONS = (
     "pgcounter.increment_project_counter(bigint, bigint)",
@@ -30,7 +28,7 @@ COUNTER_FUNCTIONS = (
 
 
 def upgrade() -> None:
-    op.execute((SQL_DIR / "functions.sql").read_text(encoding="utf-8").rstrip().removesuffix(";"))
+    run_bundle_file("functions.sql")
 
 
 def downgrade() -> None:

@@ -10,20 +10,18 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import op
+
+from pgcounter.migrations import run_bundle_file
 
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
-
 
 def upgrade() -> None:
-    op.execute((SQL_DIR / "functions.sql").read_text(encoding="utf-8").rstrip().removesuffix(";"))
+    run_bundle_file("functions.sql")
 
 
 def downgrade() -> None:
