@@ -77,10 +77,12 @@ def _migrate(host: str, port: int, user: str, dbname: str, password: str | None,
 
 
 # Databases through pytest-postgresql: a template migrated once per run, a fresh clone of
-# it for every test; and a fresh database that was never migrated.
-migrated_server = factories.postgresql_noproc(dbname="pgcounter_tests", load=[_migrate])
+# it for every test; and a fresh database that was never migrated. Two runs against one
+# server at the same time need different prefixes (PGCOUNTER_TEST_DB_PREFIX).
+DB_PREFIX = os.environ.get("PGCOUNTER_TEST_DB_PREFIX", "pgcounter")
+migrated_server = factories.postgresql_noproc(dbname=f"{DB_PREFIX}_tests", load=[_migrate])
 migrated_db = factories.postgresql("migrated_server")
-empty_server = factories.postgresql_noproc(dbname="pgcounter_empty")
+empty_server = factories.postgresql_noproc(dbname=f"{DB_PREFIX}_empty")
 empty_db = factories.postgresql("empty_server")
 
 
