@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import pytest
 
 
 @contextmanager
@@ -46,3 +48,21 @@ def statement_timeout(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("SHOW statement_timeout").fetchone()
     assert row is not None
     return str(row[0])
+
+
+REQUIRED_TOOLS_ENV = "PGCOUNTER_TEST_REQUIRE"
+
+
+def skip_unless(tool: str, missing: str | None) -> None:
+    """Skip with `missing` as the reason, or fail where the run requires `tool`.
+
+    CI lists the tools it installs in PGCOUNTER_TEST_REQUIRE (comma-separated: pgtap,
+    plpgsql_check, pgbouncer), so a tool that went missing there fails the run instead of
+    quietly skipping its tests.
+    """
+    if missing is None:
+        return
+    required = {t.strip() for t in os.environ.get(REQUIRED_TOOLS_ENV, "").split(",")}
+    if tool in required:
+        pytest.fail(f"{tool} is required by {REQUIRED_TOOLS_ENV} but unavailable: {missing}")
+    pytest.skip(missing)
