@@ -224,7 +224,7 @@ BEGIN
             WHERE c.value < excluded.value
         RETURNING 1
     )
-    SELECT count(*) INTO moved FROM moved_rows;
+    SELECT count(*)::integer INTO moved FROM moved_rows;
     RETURN moved;
 END
 $fn$;
@@ -278,19 +278,24 @@ VOLATILE
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    role_name text;
 BEGIN
     IF grantee IS NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'pgcounter: grantee must not be NULL';
     END IF;
+    -- The role's plain name, quoted once by quote_ident: never raw text in DDL. (grantee::text
+    -- is already quoted where the name needs it, and quoting that again names another role.)
+    SELECT r.rolname INTO STRICT role_name FROM pg_catalog.pg_roles AS r WHERE r.oid = grantee;
     -- Exactly what an application needs: the schema, and EXECUTE on the counter functions.
-    -- No right on the table itself. quote_ident on the role's name: never raw text in DDL.
-    EXECUTE 'GRANT USAGE ON SCHEMA pgcounter TO ' || quote_ident(grantee::text);
+    -- No right on the table itself.
+    EXECUTE 'GRANT USAGE ON SCHEMA pgcounter TO ' || quote_ident(role_name);
     EXECUTE 'GRANT EXECUTE ON FUNCTION pgcounter.increment_project_counter(bigint, bigint), '
         || 'pgcounter.current_project_counter(bigint), '
         || 'pgcounter.increment_project_counters(bigint[], bigint[]) TO '
-        || quote_ident(grantee::text);
+        || quote_ident(role_name);
 END
 $fn$;
 

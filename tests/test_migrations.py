@@ -194,6 +194,9 @@ def test_each_revision_up_and_down(empty_dsn: str) -> None:
     migrations.upgrade(empty_dsn, "0002")
     migrations.upgrade(empty_dsn, "0003")
     migrations.upgrade(empty_dsn, "0004")
+    migrations.upgrade(empty_dsn, "0005")
+    assert pgcounter_objects(empty_dsn) == EVERYTHING
+    migrations.downgrade(empty_dsn, "0004")
     assert pgcounter_objects(empty_dsn) == EVERYTHING
     migrations.downgrade(empty_dsn, "0003")
     assert pgcounter_objects(empty_dsn)["functions"] == 4

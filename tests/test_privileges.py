@@ -104,3 +104,21 @@ def test_grant_to_a_missing_role_is_one_line(dsn: str, role: str, fragment: str)
     assert len(lines) == 1
     assert lines[0].startswith("pgcounter: ")
     assert fragment in lines[0]
+
+
+def test_grant_to_a_role_whose_name_needs_quoting(dsn: str) -> None:
+    """A name with capitals and a space is granted as itself, not as a doubly quoted name."""
+    name = f"App Role {uuid.uuid4().hex[:6]}"
+    role = sql.Identifier(name)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+    try:
+        result = CliRunner().invoke(cli, ["--dsn", dsn, "grant", name])
+        assert result.exit_code == 0, result.output
+        with psycopg.connect(as_role(dsn, name), autocommit=True) as app:
+            taken = app.execute("SELECT pgcounter.increment_project_counter(7, 2)").fetchone()
+        assert taken == (2,)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            admin.execute(sql.SQL("DROP ROLE {}").format(role))
