@@ -279,7 +279,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    role_name text;
+    role_name name;
 BEGIN
     IF grantee IS NULL THEN
         RAISE EXCEPTION USING
