@@ -115,3 +115,45 @@ def in_caller_transaction(call: Step, statement_ms: str, lock_ms: str) -> tuple[
 UNDO_ATTEMPT: Final[tuple[Step, ...]] = (Step(ROLLBACK_TO), Step(RELEASE))
 """After a failed attempt in the caller's transaction: the savepoint's work and settings
 are undone, and the caller's transaction is usable again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    """A function of the bundle that pgcounter calls, as the database must have it.
+
+    `pgcounter doctor` compares the database against this list, so the contract of the
+    statements above is written down once. `args` and `returns` are spelled the way
+    PostgreSQL prints them (`oidvectortypes(proargtypes)`, `pg_get_function_result(oid)`).
+    `for_applications`: granted to an application role by `pgcounter.grant_usage`.
+    """
+
+    name: str
+    args: str
+    returns: str
+    security_definer: bool
+    for_applications: bool
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}({self.args})"
+
+
+SCHEMA: Final = "pgcounter"
+# What every function pins with `SET search_path = …`; what makes SECURITY DEFINER safe.
+PINNED_SEARCH_PATH: Final = ("pg_catalog", "pg_temp")
+
+FUNCTIONS: Final[tuple[Function, ...]] = (
+    Function("increment_project_counter", "bigint, bigint", "bigint", True, True),
+    Function("current_project_counter", "bigint", "bigint", True, True),
+    Function(
+        "increment_project_counters",
+        "bigint[], bigint[]",
+        "TABLE(project_id bigint, value bigint)",
+        True,
+        True,
+    ),
+    Function("ensure_project_counter_at_least", "bigint, bigint", "bigint", True, False),
+    Function("ensure_project_counters", "bigint[], bigint[]", "integer", True, False),
+    # Invoker: it grants with the rights of whoever calls it, which must be the owner.
+    Function("grant_usage", "regrole", "void", False, False),
+)

@@ -23,7 +23,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from pgcounter import calls, migrations
+from pgcounter import calls, doctor, migrations
 from pgcounter.bench import report, session
 from pgcounter.bench.contenders import ALTERNATIVES, MODES
 from pgcounter.bench.session import Plan
@@ -356,6 +356,28 @@ def grant(target: Target, role: str) -> None:
     if not granted:
         raise CounterError(f"pgcounter: there is no role named {role!r}")
     click.echo(f"granted {role}: USAGE on schema pgcounter, EXECUTE on the counter functions")
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on failures.")
+@click.option(
+    "--max-lock-wait-ms",
+    type=click.IntRange(1),
+    default=doctor.DEFAULT_MAX_LOCK_WAIT_MS,
+    show_default=True,
+    help="A lock wait, or a blocking transaction, older than this fails the locks check.",
+)
+@pass_target
+def doctor_command(target: Target, as_json: bool, strict: bool, max_lock_wait_ms: int) -> int:
+    """Check the database and the current role: server, revision, functions, privileges,
+    lock waiters, timeouts. Exit 1 when a check fails. Changes nothing (an embedded
+    database is not migrated)."""
+    report = doctor.diagnose(
+        target.dsn(), max_lock_wait_ms=max_lock_wait_ms, connect_timeout_s=CONNECT_TIMEOUT_S
+    )
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.text())
+    return report.exit_code(strict=strict)
 
 
 class IntList(click.ParamType):  # type: ignore[type-arg]
