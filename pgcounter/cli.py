@@ -31,7 +31,7 @@ from pgcounter.bench.workload import Workload
 from pgcounter.client import ProjectCounter
 from pgcounter.dsn import describe_dsn
 from pgcounter.embedded import EmbeddedServer
-from pgcounter.errors import CounterError, CounterNotInstalledError
+from pgcounter.errors import CounterError, CounterNotInstalledError, one_line
 from pgcounter.validation import BIGINT_MAX, BIGINT_MIN, check_values
 
 
@@ -84,12 +84,6 @@ USER_ERRORS = (
 )
 
 
-def flatten(exc: BaseException) -> str:
-    """An error's message on one line (libpq's often span several)."""
-    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    return text or type(exc).__name__
-
-
 class Cli(click.Group):
     """A click group whose errors are one line each, never a usage dump or a traceback."""
 
@@ -104,7 +98,7 @@ class Cli(click.Group):
         except click.exceptions.Abort:
             self._fail("aborted", 1)
         except USER_ERRORS as exc:
-            self._fail(flatten(exc), 1)
+            self._fail(one_line(exc), 1)
         sys.exit(result if isinstance(result, int) else 0)
 
     @staticmethod
@@ -165,7 +159,7 @@ def check_reachable(dsn: str) -> None:
         psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
     except psycopg.Error as exc:
         raise CounterError(
-            f"pgcounter: cannot connect to {describe_dsn(dsn)}: {flatten(exc)}"
+            f"pgcounter: cannot connect to {describe_dsn(dsn)}: {one_line(exc)}"
         ) from exc
 
 

@@ -27,6 +27,7 @@ from pgcounter import migrations
 from pgcounter.bundle import sql_dir
 from pgcounter.calls import FUNCTIONS, PINNED_SEARCH_PATH, SCHEMA, Function
 from pgcounter.dsn import describe_dsn
+from pgcounter.errors import one_line
 from pgcounter.options import Settings
 
 Status = Literal["ok", "skip", "warn", "fail"]
@@ -116,11 +117,6 @@ def package_version() -> str:
         return importlib.metadata.version("pgcounter")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    return text or type(exc).__name__
 
 
 def duration(ms: float) -> str:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (libpq's often span several)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
 class CounterError(Exception):
     """Base of every error pgcounter raises of its own."""
 

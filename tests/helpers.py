@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 
 @contextmanager
@@ -66,3 +67,11 @@ def skip_unless(tool: str, missing: str | None) -> None:
     if tool in required:
         pytest.fail(f"{tool} is required by {REQUIRED_TOOLS_ENV} but unavailable: {missing}")
     pytest.skip(missing)
+
+
+def as_role(dsn: str, role: str) -> str:
+    """`dsn`, logging in as `role` instead (trust or peer auth: no password)."""
+    params = conninfo_to_dict(dsn)
+    params["user"] = role
+    params.pop("password", None)
+    return make_conninfo("", **params)

@@ -7,8 +7,6 @@ import re
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from pgcounter import calls, migrations
 from pgcounter.bundle import read_sql
 from pgcounter.cli import cli
 from pgcounter.doctor import check_server, classify_revision
-from tests.helpers import row_lock_held
+from tests.helpers import as_role, row_lock_held
 from tests.test_cli import PGCOUNTER, UNREACHABLE, assert_one_line_error, subprocess_env
 
 CHECKS = ["server", "writable", "revision", "functions", "privileges", "locks", "timeouts"]
@@ -232,27 +230,6 @@ def test_timeouts_are_the_sessions_own_and_the_clients(dsn: str) -> None:
         "deadline_ms": 10000,
         "max_retries": 3,
     }
-
-
-@pytest.fixture
-def app_role(dsn: str) -> Iterator[str]:
-    """A fresh login role with no rights of its own; removed again afterwards."""
-    name = f"pgcounter_doc_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
-
-
-def as_role(dsn: str, role: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["user"] = role
-    params.pop("password", None)
-    return make_conninfo("", **params)
 
 
 def test_a_role_without_grants_fails_until_granted(dsn: str, app_role: str) -> None:

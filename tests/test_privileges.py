@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 from click.testing import CliRunner
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcounter import ProjectCounter
 from pgcounter.cli import cli
-
-
-@pytest.fixture
-def app_role(dsn: str) -> Iterator[str]:
-    """A fresh login role with no rights of its own; removed again afterwards."""
-    name = f"pgcounter_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
-
-
-def as_role(dsn: str, role: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["user"] = role
-    params.pop("password", None)
-    return make_conninfo("", **params)
-
+from tests.helpers import as_role
 
 DIRECT_WRITES = [
     "UPDATE pgcounter.project_counter SET value = 1",
