@@ -20,7 +20,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgcounter import calls, flows
 from pgcounter.coalesce import Coalescer, Waiter
-from pgcounter.options import CounterOptions, Settings, check_caller_connection, pool_kwargs
+from pgcounter.options import (
+    PREPARE_THRESHOLD,
+    CounterOptions,
+    Settings,
+    check_caller_connection,
+    pool_kwargs,
+)
 from pgcounter.retry import Attempts, raise_if_not_installed
 from pgcounter.validation import (
     check_batch,
@@ -57,14 +63,17 @@ class AsyncProjectCounter:
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout_s: float = 30.0,
+        prepare_threshold: int | None = PREPARE_THRESHOLD,
         **options: Unpack[CounterOptions],
     ) -> None:
+        """See `ProjectCounter`, `prepare_threshold` included; the pool opens on `open()`."""
+        kwargs = pool_kwargs(dsn, prepare_threshold=prepare_threshold)
         self._setup(Settings.build(**options))
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            kwargs=pool_kwargs(dsn),
+            kwargs=kwargs,
             open=False,
             name="pgcounter",
         )
@@ -207,7 +216,8 @@ class AsyncProjectCounter:
             )
         caller = conn
         return await self._drive(
-            flows.retried(attempts), lambda: _in_caller_transaction(caller, call, attempts)
+            flows.retried(attempts),
+            lambda: _in_caller_transaction(caller, call, attempts, self._settings.pipeline),
         )
 
     async def _autonomous(self, call: calls.Step, attempts: Attempts) -> Rows:
@@ -215,7 +225,8 @@ class AsyncProjectCounter:
         async with self._pool.connection(timeout=timeout_s) as conn, _own_transaction(conn):
             statement_ms, lock_ms = attempts.start()
             try:
-                return await _run(conn, calls.autonomous(call, statement_ms, lock_ms))
+                plan = calls.autonomous(call, statement_ms, lock_ms)
+                return await _run(conn, plan, self._settings.pipeline)
             except BaseException:
                 attempts.ended()
                 raise
@@ -276,11 +287,14 @@ class AsyncProjectCounter:
 
 
 async def _send(
-    conn: AsyncConnection, plan: tuple[calls.Step, ...]
+    conn: AsyncConnection, plan: tuple[calls.Step, ...], pipeline: bool
 ) -> psycopg.AsyncCursor[Any] | None:
+    """See the sync client's."""
+    if not pipeline:
+        return await _send_as_one_query(conn, plan)
     result = None
-    pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
-    async with pipeline:
+    context = conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
+    async with context:
         for step in plan:
             cursor = await conn.execute(step.sql, step.params, prepare=step.prepare)
             if step.result:
@@ -288,23 +302,38 @@ async def _send(
     return result
 
 
-async def _run(conn: AsyncConnection, plan: tuple[calls.Step, ...]) -> list[tuple[Any, ...]]:
-    cursor = await _send(conn, plan)
+async def _send_as_one_query(
+    conn: AsyncConnection, plan: tuple[calls.Step, ...]
+) -> psycopg.AsyncCursor[Any] | None:
+    """The plan as one query string: see `calls.OneQuery`."""
+    query = calls.one_query(plan)
+    cursor = psycopg.AsyncClientCursor(conn)
+    await cursor.execute(query.sql, query.params, prepare=False)
+    if query.result is None:
+        return None
+    for _ in range(query.result):
+        cursor.nextset()
+    return cursor
+
+
+async def _run(conn: AsyncConnection, plan: tuple[calls.Step, ...], pipeline: bool) -> Rows:
+    cursor = await _send(conn, plan, pipeline)
     assert cursor is not None
     return await cursor.fetchall()
 
 
 async def _in_caller_transaction(
-    conn: AsyncConnection, call: calls.Step, attempts: Attempts
-) -> list[tuple[Any, ...]]:
+    conn: AsyncConnection, call: calls.Step, attempts: Attempts, pipeline: bool
+) -> Rows:
     statement_ms, lock_ms = attempts.start()
     try:
-        return await _run(conn, calls.in_caller_transaction(call, statement_ms, lock_ms))
+        plan = calls.in_caller_transaction(call, statement_ms, lock_ms)
+        return await _run(conn, plan, pipeline)
     except BaseException:
         attempts.ended()
         if not conn.closed and conn.info.transaction_status == pq.TransactionStatus.INERROR:
             with contextlib.suppress(psycopg.Error):
-                await _send(conn, calls.UNDO_ATTEMPT)
+                await _send(conn, calls.UNDO_ATTEMPT, pipeline)
         raise
 
 

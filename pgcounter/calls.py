@@ -112,6 +112,35 @@ def in_caller_transaction(call: Step, statement_ms: str, lock_ms: str) -> tuple[
     )
 
 
+@dataclass(frozen=True, slots=True)
+class OneQuery:
+    """A plan as one query string, for the simple query protocol (`pipeline=False`).
+
+    Sent as one Query message with the parameters bound client-side (psycopg's
+    ClientCursor, which quotes them), it is still one round trip, and the server answers
+    it with one ReadyForQuery, after which the client sends nothing: no named prepared
+    statement, and none of the Flush that psycopg's pipeline sends after its Sync while
+    results are on their way. A transaction pooler (PgBouncer 1.18) hands the server
+    connection on at that ReadyForQuery; a Flush arriving after it makes the pooler give a
+    server connection to a client that then sits idle. PostgreSQL 13+ times each statement
+    of the string on its own, so the timeouts one statement sets apply to the next, as in
+    the pipeline.
+    """
+
+    sql: LiteralString
+    params: tuple[object, ...]
+    result: int | None
+    """Which statement's result the caller reads (its index), if any."""
+
+
+def one_query(plan: tuple[Step, ...]) -> OneQuery:
+    return OneQuery(
+        "; ".join(step.sql for step in plan),
+        tuple(param for step in plan for param in step.params or ()),
+        next((index for index, step in enumerate(plan) if step.result), None),
+    )
+
+
 UNDO_ATTEMPT: Final[tuple[Step, ...]] = (Step(ROLLBACK_TO), Step(RELEASE))
 """After a failed attempt in the caller's transaction: the savepoint's work and settings
 are undone, and the caller's transaction is usable again."""

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from pgcounter import calls, flows
 from pgcounter.coalesce import Coalescer, Waiter
 from pgcounter.options import (
+    PREPARE_THRESHOLD,
     CounterOptions,
     Settings,
     check_caller_connection,
@@ -62,14 +63,24 @@ class ProjectCounter:
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout_s: float = 30.0,
+        prepare_threshold: int | None = PREPARE_THRESHOLD,
         **options: Unpack[CounterOptions],
     ) -> None:
+        """A counter with a pool of its own: `min_size`…`max_size` connections to `dsn`.
+
+        `prepare_threshold` is psycopg's, for the pool's connections: after that many runs
+        a statement is prepared server-side under a name. Pass None behind a pooler that
+        moves transactions between server connections without tracking named prepared
+        statements (PgBouncer in transaction mode before 1.21, or with
+        max_prepared_statements = 0); see README, "PgBouncer".
+        """
+        kwargs = pool_kwargs(dsn, prepare_threshold=prepare_threshold)
         self._setup(Settings.build(**options))
         pool = ConnectionPool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            kwargs=pool_kwargs(dsn),
+            kwargs=kwargs,
             open=False,
             name="pgcounter",
         )
@@ -185,7 +196,8 @@ class ProjectCounter:
             return self._drive(flows.retried(attempts), lambda: self._autonomous(call, attempts))
         caller = conn
         return self._drive(
-            flows.retried(attempts), lambda: _in_caller_transaction(caller, call, attempts)
+            flows.retried(attempts),
+            lambda: _in_caller_transaction(caller, call, attempts, self._settings.pipeline),
         )
 
     def _autonomous(self, call: calls.Step, attempts: Attempts) -> Rows:
@@ -193,7 +205,8 @@ class ProjectCounter:
         with self._pool.connection(timeout=timeout_s) as conn, _own_transaction(conn):
             statement_ms, lock_ms = attempts.start()
             try:
-                return _run(conn, calls.autonomous(call, statement_ms, lock_ms))
+                plan = calls.autonomous(call, statement_ms, lock_ms)
+                return _run(conn, plan, self._settings.pipeline)
             except BaseException:
                 attempts.ended()
                 raise
@@ -262,11 +275,16 @@ class ProjectCounter:
         self.close()
 
 
-def _send(conn: Connection, plan: tuple[calls.Step, ...]) -> psycopg.Cursor[Any] | None:
-    """Send a plan in one pipeline: one round trip (one per step without libpq 14+)."""
+def _send(
+    conn: Connection, plan: tuple[calls.Step, ...], pipeline: bool
+) -> psycopg.Cursor[Any] | None:
+    """Send a plan in one pipeline: one round trip (one per step without libpq 14+); or,
+    without `pipeline`, as one query string (`calls.one_query`)."""
+    if not pipeline:
+        return _send_as_one_query(conn, plan)
     result = None
-    pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
-    with pipeline:
+    context = conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
+    with context:
         for step in plan:
             cursor = conn.execute(step.sql, step.params, prepare=step.prepare)
             if step.result:
@@ -274,18 +292,32 @@ def _send(conn: Connection, plan: tuple[calls.Step, ...]) -> psycopg.Cursor[Any]
     return result
 
 
-def _run(conn: Connection, plan: tuple[calls.Step, ...]) -> list[tuple[Any, ...]]:
-    cursor = _send(conn, plan)
+def _send_as_one_query(
+    conn: Connection, plan: tuple[calls.Step, ...]
+) -> psycopg.Cursor[Any] | None:
+    """The plan as one query string: see `calls.OneQuery`."""
+    query = calls.one_query(plan)
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute(query.sql, query.params, prepare=False)
+    if query.result is None:
+        return None
+    for _ in range(query.result):
+        cursor.nextset()
+    return cursor
+
+
+def _run(conn: Connection, plan: tuple[calls.Step, ...], pipeline: bool) -> Rows:
+    cursor = _send(conn, plan, pipeline)
     assert cursor is not None
     return cursor.fetchall()
 
 
 def _in_caller_transaction(
-    conn: Connection, call: calls.Step, attempts: Attempts
-) -> list[tuple[Any, ...]]:
+    conn: Connection, call: calls.Step, attempts: Attempts, pipeline: bool
+) -> Rows:
     statement_ms, lock_ms = attempts.start()
     try:
-        return _run(conn, calls.in_caller_transaction(call, statement_ms, lock_ms))
+        return _run(conn, calls.in_caller_transaction(call, statement_ms, lock_ms), pipeline)
     except BaseException:
         attempts.ended()
         if not conn.closed and conn.info.transaction_status == pq.TransactionStatus.INERROR:
@@ -293,7 +325,7 @@ def _in_caller_transaction(
             # that psycopg turned into a cancel); if even that fails, the original error
             # goes on and the caller's transaction is theirs to roll back.
             with contextlib.suppress(psycopg.Error):
-                _send(conn, calls.UNDO_ATTEMPT)
+                _send(conn, calls.UNDO_ATTEMPT, pipeline)
         raise
 
 

@@ -11,6 +11,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgcounter.metrics import Metrics
 from pgcounter.retry import Attempts, RetryPolicy, Timeouts
+from pgcounter.validation import check_prepare_threshold
+
+PREPARE_THRESHOLD = 5
+"""psycopg's own default: a statement is prepared server-side once it was run this often."""
 
 
 class CounterOptions(TypedDict, total=False):
@@ -18,6 +22,7 @@ class CounterOptions(TypedDict, total=False):
 
     coalesce: bool
     batch_projects: bool
+    pipeline: bool
     statement_timeout_ms: int
     lock_timeout_ms: int | None
     max_retries: int
@@ -36,6 +41,10 @@ class Settings:
     rng: random.Random
     coalesce: bool
     batch_projects: bool
+    pipeline: bool
+    """True: a call's statements go out in one libpq pipeline (extended protocol, prepared
+    once used often). False: as one simple-protocol query string (`calls.one_query`), for
+    a transaction pooler in front of the server. One round trip either way."""
 
     @classmethod
     def build(
@@ -43,6 +52,7 @@ class Settings:
         *,
         coalesce: bool = True,
         batch_projects: bool = False,
+        pipeline: bool = True,
         statement_timeout_ms: int = 3000,
         lock_timeout_ms: int | None = None,
         max_retries: int = 3,
@@ -62,6 +72,7 @@ class Settings:
             rng=rng if rng is not None else random.Random(),  # noqa: S311 (jitter, not crypto)
             coalesce=bool(coalesce),
             batch_projects=bool(batch_projects),
+            pipeline=bool(pipeline),
         )
 
     def attempts(
@@ -78,9 +89,19 @@ class Settings:
         )
 
 
-def pool_kwargs(dsn: str) -> dict[str, Any]:
-    """Connection settings of a pool the client owns."""
-    kwargs: dict[str, Any] = {"autocommit": True}
+def pool_kwargs(dsn: str, *, prepare_threshold: int | None = PREPARE_THRESHOLD) -> dict[str, Any]:
+    """Connection settings of a pool the client owns.
+
+    `prepare_threshold=None` turns psycopg's named prepared statements off, for poolers that
+    hand each transaction to any server connection without tracking prepared statements
+    (PgBouncer's transaction mode before 1.21): a statement prepared on one server
+    connection is missing from the next, or already there under the same name from
+    another client.
+    """
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "prepare_threshold": check_prepare_threshold(prepare_threshold),
+    }
     if not conninfo_to_dict(dsn).get("application_name"):
         kwargs["application_name"] = "pgcounter"  # so pg_stat_activity shows whose it is
     return kwargs

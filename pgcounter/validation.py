@@ -56,3 +56,13 @@ def check_values(values: object) -> tuple[list[int], list[int]]:
         raise TypeError("pgcounter: expected a mapping of project_id to value")
     checked = sorted((check_project_id(p), check_value(v)) for p, v in values.items())
     return [p for p, _ in checked], [v for _, v in checked]
+
+
+def check_prepare_threshold(threshold: object) -> int | None:
+    """psycopg's prepare_threshold: None (never prepare) or an int >= 0 (0: at first use)."""
+    if threshold is None:
+        return None
+    value = _require_int("prepare_threshold", threshold)
+    if value < 0:
+        raise ValueError(f"pgcounter: prepare_threshold must be None or >= 0, got {value}")
+    return value
