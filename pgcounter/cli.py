@@ -114,6 +114,7 @@ class Target:
     """The database the commands work on: the configured one, or the embedded default."""
 
     dsn_option: str | None
+    pgbouncer: bool = False
     _dsn: str | None = None
     embedded: EmbeddedServer | None = field(default=None, repr=False)
 
@@ -174,14 +175,21 @@ pass_target = click.make_pass_decorator(Target)
     help=f"libpq URL or key=value string [env: {migrations.DSN_ENV}]. "
     "Without one, an embedded PostgreSQL in a per-user folder is used.",
 )
+@click.option(
+    "--pgbouncer",
+    is_flag=True,
+    envvar="PGCOUNTER_PGBOUNCER",
+    help="The DSN goes through PgBouncer in transaction pooling: no prepared statements, "
+    "each call as one query string (README, PgBouncer) [env: PGCOUNTER_PGBOUNCER].",
+)
 @click.version_option(package_name="pgcounter")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None) -> None:
+def cli(ctx: click.Context, dsn: str | None, pgbouncer: bool) -> None:
     """Per-project counters in PostgreSQL."""
     configure_logging()
     if dsn is None and migrations.DSN_ENV in os.environ:
         dsn = os.environ[migrations.DSN_ENV]  # set but empty: an error, never the embedded one
-    ctx.obj = Target(dsn)
+    ctx.obj = Target(dsn, pgbouncer=pgbouncer)
 
 
 class EchoHandler(logging.Handler):
@@ -535,6 +543,9 @@ def bench(
 @contextmanager
 def counter(target: Target, **options: Any) -> Iterator[ProjectCounter]:
     dsn = target.ready_dsn()
+    if target.pgbouncer:
+        # What a transaction pooler needs (README, PgBouncer).
+        options.update(prepare_threshold=None, pipeline=False)
     try:
         with ProjectCounter(
             dsn, min_size=1, max_size=1, connect_timeout_s=CONNECT_TIMEOUT_S, **options

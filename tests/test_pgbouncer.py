@@ -21,10 +21,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from psycopg import errors, pq
 from psycopg_pool import ConnectionPool
 
 from pgcounter import AsyncProjectCounter, CounterTimeoutError, ProjectCounter
+from pgcounter.cli import Target, cli
+from pgcounter.cli import counter as cli_counter
 from pgcounter.metrics import RETRY, STATEMENT_TIMEOUT_RETRY
 from tests.conftest import RecordingMetrics
 from tests.helpers import release_after, row_lock_held, skip_unless
@@ -397,3 +400,20 @@ def test_a_bad_prepare_threshold_fails_before_any_io(threshold: Any, error: type
         ProjectCounter(unreachable, prepare_threshold=threshold)
     with pytest.raises(error, match="prepare_threshold"):
         AsyncProjectCounter(unreachable, prepare_threshold=threshold)
+
+
+def test_the_cli_through_pgbouncer(bouncer_dsn: str, dsn: str) -> None:
+    """--pgbouncer (or PGCOUNTER_PGBOUNCER=1) gives the CLI's client both settings."""
+    runner = CliRunner()
+    taken = [
+        runner.invoke(cli, ["--dsn", bouncer_dsn, "--pgbouncer", "increment", "9"]).stdout
+        for _ in range(3)
+    ]
+    assert taken == ["1\n", "2\n", "3\n"]
+    env = {"PGCOUNTER_PGBOUNCER": "1"}
+    result = runner.invoke(cli, ["--dsn", bouncer_dsn, "get", "9"], env=env)
+    assert (result.exit_code, result.stdout) == (0, "3\n")
+    with cli_counter(Target(dsn, pgbouncer=True)) as c, c.pool.connection() as conn:
+        assert conn.prepare_threshold is None
+    with cli_counter(Target(dsn)) as c, c.pool.connection() as conn:
+        assert conn.prepare_threshold == 5
