@@ -7,7 +7,13 @@ from psycopg import sql
 
 from tests.helpers import skip_unless
 
-DEBIAN_PACKAGES = {"pgtap": "postgresql-15-pgtap", "plpgsql_check": "postgresql-15-plpgsql-check"}
+# Where each comes from. pgTAP is plain SQL: .ci/run copies Debian's files into the embedded
+# servers as well; plpgsql_check is compiled for PostgreSQL 15 only.
+SOURCES = {
+    "pgtap": "Debian's postgresql-15-pgtap, whose files .ci/run also copies into an "
+    "embedded server",
+    "plpgsql_check": "Debian's postgresql-15-plpgsql-check, for PostgreSQL 15 only",
+}
 
 
 def install_extension(dsn: str, name: str) -> None:
@@ -24,7 +30,7 @@ def install_extension(dsn: str, name: str) -> None:
         if not available:
             missing = (
                 f"the test server (PostgreSQL {version}) has no {name} extension "
-                f"(Debian's {DEBIAN_PACKAGES[name]} provides it for PostgreSQL 15)"
+                f"(from {SOURCES[name]})"
             )
         skip_unless(name, missing)
         conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
