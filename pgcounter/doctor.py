@@ -2,8 +2,10 @@
 
 The checks are data (`Check`: name, status, one-line detail, a hint, structured facts), so
 the CLI only renders them as text or JSON and decides the exit code. Everything is read from
-PostgreSQL's catalogs and statistics views on one connection, with bind parameters; nothing
-is changed, not even an embedded database that was never migrated.
+PostgreSQL's catalogs and statistics views in one READ ONLY transaction, with bind
+parameters; nothing is changed, not even an embedded database that was never migrated, and
+the doctor's own timeouts end with its transaction (a server connection shared through
+PgBouncer is handed on clean).
 
 A check that cannot be evaluated because an earlier one failed (no schema, so no table to
 look at) is `skip`; a query that fails for a reason of its own becomes that check's `fail`,
@@ -45,7 +47,7 @@ TIMEOUT_SETTINGS: Final = (
     "idle_in_transaction_session_timeout",
     "transaction_timeout",
 )
-# The doctor's own session, once those were read: a catalog query never hangs the command.
+# The doctor's own transaction, once those were read: a catalog query never hangs it.
 OWN_STATEMENT_TIMEOUT: Final = "10s"
 OWN_LOCK_TIMEOUT: Final = "2s"
 CLIENT_DEFAULTS: Final = Settings.build()
@@ -641,16 +643,22 @@ def check_timeouts(settings: dict[str, Setting]) -> Check:
 
 
 def connect(dsn: str, connect_timeout_s: float) -> psycopg.Connection[Any]:
-    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout_s}
+    """Not autocommit and read-only: the first statement opens BEGIN READ ONLY. No prepared
+    statements, which a transaction pooler would not keep."""
+    kwargs: dict[str, Any] = {"connect_timeout": connect_timeout_s, "prepare_threshold": None}
     if not conninfo_to_dict(dsn).get("application_name"):
         kwargs["application_name"] = "pgcounter doctor"
-    return psycopg.connect(dsn, **kwargs)
+    conn = psycopg.connect(dsn, **kwargs)
+    conn.read_only = True
+    return conn
 
 
 def guarded(conn: psycopg.Connection[Any], name: str, run: Callable[[], Check]) -> Check:
-    """A check whose query fails is that check's failure; a lost connection ends the run."""
+    """A check whose query fails is that check's failure (its savepoint is rolled back, so
+    the other checks go on); a lost connection ends the run."""
     try:
-        return run()
+        with conn.transaction():
+            return run()
     except psycopg.Error as exc:
         if conn.broken:
             raise
@@ -664,8 +672,8 @@ def diagnose(
     with connect(dsn, connect_timeout_s) as conn:
         settings = read_settings(conn)  # before the doctor sets its own timeouts
         conn.execute(
-            "SELECT pg_catalog.set_config('statement_timeout', %s, false),"
-            " pg_catalog.set_config('lock_timeout', %s, false)",
+            "SELECT pg_catalog.set_config('statement_timeout', %s, true),"
+            " pg_catalog.set_config('lock_timeout', %s, true)",
             (OWN_STATEMENT_TIMEOUT, OWN_LOCK_TIMEOUT),
         )
         catalog = read_catalog(conn)
@@ -681,4 +689,5 @@ def diagnose(
             guarded(conn, "locks", lambda: check_locks(conn, catalog, max_lock_wait_ms)),
             check_timeouts(settings),
         )
+        conn.rollback()
     return Report(describe_dsn(dsn), checks)

@@ -75,3 +75,23 @@ def as_role(dsn: str, role: str) -> str:
     params["user"] = role
     params.pop("password", None)
     return make_conninfo("", **params)
+
+
+def run_threads(count: int, target: Any) -> list[BaseException]:
+    """Run target(0) … target(count - 1) in threads that start together; their errors."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def wrapped(i: int) -> None:
+        start.wait()
+        try:
+            target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors

@@ -26,13 +26,13 @@ from typing import Self
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-PGBOUNCER_ENV = "PGCOUNTER_PGBOUNCER"
+PGBOUNCER_ENV = "PGCOUNTER_TEST_PGBOUNCER_BIN"
 START_TIMEOUT_S = 15.0
 QUERY_WAIT_TIMEOUT_S = 10
 
 
 def find_pgbouncer() -> str | None:
-    """$PGCOUNTER_PGBOUNCER, else `pgbouncer` on PATH, else Debian's /usr/sbin/pgbouncer."""
+    """$PGCOUNTER_TEST_PGBOUNCER_BIN, else `pgbouncer` on PATH, else Debian's one."""
     for candidate in (os.environ.get(PGBOUNCER_ENV), shutil.which("pgbouncer")):
         if candidate and Path(candidate).is_file():
             return candidate

@@ -14,26 +14,7 @@ import pytest
 
 from pgcounter import CounterTimeoutError, ProjectCounter
 from tests.conftest import RecordingMetrics
-from tests.helpers import row_lock_held
-
-
-def run_threads(count: int, target: Any) -> list[BaseException]:
-    errors: list[BaseException] = []
-    start = threading.Barrier(count)
-
-    def wrapped(i: int) -> None:
-        start.wait()
-        try:
-            target(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return errors
+from tests.helpers import row_lock_held, run_threads
 
 
 class TestIncrementMany:

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypedDict
 
 import psycopg
 import pytest
@@ -28,12 +28,22 @@ from psycopg_pool import ConnectionPool
 from pgcounter import AsyncProjectCounter, CounterTimeoutError, ProjectCounter
 from pgcounter.cli import Target, cli
 from pgcounter.cli import counter as cli_counter
+from pgcounter.doctor import diagnose
 from pgcounter.metrics import RETRY, STATEMENT_TIMEOUT_RETRY
 from tests.conftest import RecordingMetrics
-from tests.helpers import release_after, row_lock_held, skip_unless
+from tests.helpers import release_after, row_lock_held, run_threads, skip_unless
 from tests.pgbouncer import PgBouncer, why_unavailable
 
 StartBouncer = Callable[..., PgBouncer]
+
+
+class BouncerOptions(TypedDict):
+    prepare_threshold: int | None
+    pipeline: bool
+
+
+# What the README tells a client behind PgBouncer in transaction pooling to pass.
+BOUNCER_OPTIONS: Final[BouncerOptions] = {"prepare_threshold": None, "pipeline": False}
 
 # What a server session looks like to a client: the settings pgcounter scopes to its calls,
 # the placeholders it stashes a caller's timeouts in, and its server-side prepared statements.
@@ -88,32 +98,23 @@ def test_threads_through_pgbouncer_never_duplicate(
     bouncer = start_bouncer(pool_size=2)
     threads, calls, projects = 8, 40, (11, 12)  # both projects' first insert races
     results: list[tuple[int, int]] = []
-    failures: list[BaseException] = []
     lock = threading.Lock()
     with ProjectCounter(
         bouncer.dsn,
         min_size=threads,
         max_size=threads,
-        prepare_threshold=None,
-        pipeline=False,
+        **BOUNCER_OPTIONS,
         coalesce=coalesce,
     ) as counter:
 
         def work(worker: int) -> None:
-            try:
-                for n in range(calls):
-                    project = projects[(worker + n) % 2]
-                    value = counter.increment(project)
-                    with lock:
-                        results.append((project, value))
-            except BaseException as exc:
-                failures.append(exc)
+            for n in range(calls):
+                project = projects[(worker + n) % 2]
+                value = counter.increment(project)
+                with lock:
+                    results.append((project, value))
 
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        for thread in workers:
-            thread.start()
-        for thread in workers:
-            thread.join()
+        failures = run_threads(threads, work)
         assert counter.pool.get_stats()["pool_size"] == threads  # more clients than servers
     assert failures == []
     for project in projects:
@@ -134,8 +135,7 @@ async def test_tasks_through_pgbouncer_never_duplicate(
         bouncer.dsn,
         min_size=6,
         max_size=6,
-        prepare_threshold=None,
-        pipeline=False,
+        **BOUNCER_OPTIONS,
         coalesce=coalesce,
     ) as counter:
 
@@ -166,8 +166,7 @@ def test_a_timeout_through_pgbouncer_is_retried(
     with ProjectCounter(
         bouncer_dsn,
         max_size=2,
-        prepare_threshold=None,
-        pipeline=False,
+        **BOUNCER_OPTIONS,
         statement_timeout_ms=statement_timeout_ms,
         lock_timeout_ms=lock_timeout_ms,
         max_retries=30,
@@ -200,8 +199,7 @@ def test_nothing_leaks_to_the_next_client_of_the_server_connection(
             bouncer_dsn,
             min_size=1,
             max_size=1,
-            prepare_threshold=None,
-            pipeline=False,
+            **BOUNCER_OPTIONS,
             statement_timeout_ms=150,
             lock_timeout_ms=100,
             max_retries=1,
@@ -248,6 +246,21 @@ def test_nothing_leaks_to_the_next_client_of_the_server_connection(
         assert seen_by_the_other_client() == clean
 
 
+def test_the_doctor_leaves_nothing_on_a_shared_server_connection(
+    bouncer_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """The doctor's own timeouts are transaction-local: a client that gets the same server
+    session next sees the server's defaults, and nothing was prepared."""
+    clean = (setting(db, "statement_timeout"), setting(db, "lock_timeout"), None, None, 0)
+    with psycopg.connect(bouncer_dsn, autocommit=True, prepare_threshold=None) as other:
+        pid, *before = session(other)
+        assert tuple(before) == clean
+        report = diagnose(bouncer_dsn)
+        assert report.status == "ok", report.text()
+        now_pid, *after = session(other)
+        assert (now_pid, tuple(after)) == (pid, clean)
+
+
 def test_no_server_connection_is_kept_by_an_idle_client(bouncer_dsn: str) -> None:
     """One thread calling, three client connections taken in turn, one server connection:
     each call must hand the server back with its transaction. A message sent after the Sync
@@ -264,9 +277,7 @@ def test_no_server_connection_is_kept_by_an_idle_client(bouncer_dsn: str) -> Non
 
     interval = sys.getswitchinterval()
     spinner = threading.Thread(target=busy, daemon=True)
-    with ProjectCounter(
-        bouncer_dsn, min_size=3, max_size=3, prepare_threshold=None, pipeline=False
-    ) as counter:
+    with ProjectCounter(bouncer_dsn, min_size=3, max_size=3, **BOUNCER_OPTIONS) as counter:
         sys.setswitchinterval(0.0001)
         spinner.start()
         try:
@@ -350,8 +361,7 @@ def test_prepare_threshold_none_works_under_transaction_pooling(
         min_size=3,
         max_size=3,
         coalesce=False,
-        prepare_threshold=None,
-        pipeline=False,
+        **BOUNCER_OPTIONS,
     ) as counter:
         assert [counter.increment(51) for _ in range(36)] == list(range(1, 37))
         assert [counter.current(51) for _ in range(36)] == [36] * 36
@@ -373,8 +383,7 @@ async def test_async_prepare_threshold_none_works_under_transaction_pooling(
         min_size=3,
         max_size=3,
         coalesce=False,
-        prepare_threshold=None,
-        pipeline=False,
+        **BOUNCER_OPTIONS,
     ) as counter:
         assert [await counter.increment(61) for _ in range(36)] == list(range(1, 37))
         assert [await counter.current(61) for _ in range(12)] == [36] * 12
