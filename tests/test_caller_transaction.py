@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -13,6 +14,24 @@ from pgcounter import CounterTimeoutError, ProjectCounter
 from pgcounter.metrics import RETRY
 from tests.conftest import RecordingMetrics
 from tests.helpers import release_after, row_lock_held, statement_timeout
+
+CounterFactory = Callable[..., ProjectCounter]
+
+
+@pytest.fixture(params=[True, False], ids=["pipeline", "one-query"])
+def make_counter(request: pytest.FixtureRequest) -> CounterFactory:
+    """Every test here runs with both ways of sending a call: the pipeline (the default) and
+    one query string (`pipeline=False`, for PgBouncer)."""
+    return functools.partial(ProjectCounter, pipeline=request.param)
+
+
+@pytest.fixture
+def counter(
+    make_counter: CounterFactory, dsn: str, metrics: RecordingMetrics
+) -> Iterator[ProjectCounter]:
+    with make_counter(dsn, max_size=4, metrics=metrics) as c:
+        yield c
+
 
 Conn = psycopg.Connection[Any]
 
@@ -76,12 +95,12 @@ def test_an_autocommit_connection_needs_an_explicit_transaction(
 
 
 def test_a_timeout_inside_the_savepoint_is_retried_and_the_transaction_survives(
-    dsn: str, caller: Conn, metrics: RecordingMetrics
+    make_counter: CounterFactory, dsn: str, caller: Conn, metrics: RecordingMetrics
 ) -> None:
     caller.execute("SET lock_timeout = '777ms'")
     caller.execute("CREATE TEMP TABLE work (n int)")
     caller.execute("INSERT INTO work VALUES (1)")  # the caller's own work, before the call
-    with ProjectCounter(
+    with make_counter(
         dsn,
         statement_timeout_ms=1000,
         lock_timeout_ms=60,
@@ -108,10 +127,12 @@ def test_a_timeout_inside_the_savepoint_is_retried_and_the_transaction_survives(
     assert [tags["reason"] for key, _, tags in metrics.incrs if key == RETRY and tags] != []
 
 
-def test_exhausted_timeouts_leave_the_callers_transaction_usable(dsn: str, caller: Conn) -> None:
+def test_exhausted_timeouts_leave_the_callers_transaction_usable(
+    make_counter: CounterFactory, dsn: str, caller: Conn
+) -> None:
     caller.execute("CREATE TEMP TABLE work (n int)")
     caller.execute("INSERT INTO work VALUES (1)")
-    with ProjectCounter(dsn, statement_timeout_ms=40, max_retries=2) as counter:
+    with make_counter(dsn, statement_timeout_ms=40, max_retries=2) as counter:
         counter.increment(6)
         with row_lock_held(dsn, 6), pytest.raises(CounterTimeoutError):
             counter.increment(6, conn=caller)
@@ -164,11 +185,11 @@ def test_a_read_only_transaction_is_a_clear_error_without_retries(
 
 
 def test_the_row_lock_is_held_until_the_caller_commits(
-    counter: ProjectCounter, caller: Conn, dsn: str
+    make_counter: CounterFactory, counter: ProjectCounter, caller: Conn, dsn: str
 ) -> None:
     """The trade-off of this mode, shown: every other increment of the project waits."""
     counter.increment(10, conn=caller)
-    with ProjectCounter(dsn, statement_timeout_ms=50, max_retries=1) as other:
+    with make_counter(dsn, statement_timeout_ms=50, max_retries=1) as other:
         with pytest.raises(CounterTimeoutError):
             other.increment(10)
         caller.commit()
