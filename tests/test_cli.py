@@ -183,6 +183,12 @@ def test_embedded_default_when_no_dsn_is_configured(tmp_path: Path) -> None:
             timeout=180,
         )
 
+    # The doctor changes nothing, not even a fresh embedded database: it says so instead.
+    doctor = pgcounter("doctor")
+    assert doctor.returncode == 1, doctor.stderr
+    assert "FAIL  revision    pgcounter is not installed" in doctor.stdout
+    assert "migrated" not in doctor.stderr
+
     first = pgcounter("increment", "1")
     assert first.returncode == 0, first.stderr
     assert first.stdout == "1\n"
