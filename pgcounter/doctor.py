@@ -322,6 +322,16 @@ def classify_revision(recorded: Sequence[str], history: Sequence[str]) -> Check:
     )
 
 
+def not_installed(data: dict[str, Any]) -> Check:
+    return Check(
+        "revision",
+        "fail",
+        "pgcounter is not installed (no revision recorded, no schema pgcounter)",
+        "run `pgcounter migrate`",
+        data,
+    )
+
+
 def check_revision(conn: psycopg.Connection[Any], catalog: Catalog) -> Check:
     """Read the version table the way alembic finds it: unqualified, through search_path."""
     history = code_history()
@@ -335,13 +345,7 @@ def check_revision(conn: psycopg.Connection[Any], catalog: Catalog) -> Check:
     ).fetchone()
     if found is None:
         if catalog.schema_oid is None:
-            return Check(
-                "revision",
-                "fail",
-                "pgcounter is not installed (no revision recorded, no schema pgcounter)",
-                "run `pgcounter migrate`",
-                data,
-            )
+            return not_installed(data)
         return Check(
             "revision",
             "warn",
@@ -364,13 +368,7 @@ def check_revision(conn: psycopg.Connection[Any], catalog: Catalog) -> Check:
     ).fetchall()
     recorded = [str(r[0]) for r in rows]
     if not recorded and catalog.schema_oid is None:
-        return Check(
-            "revision",
-            "fail",
-            "pgcounter is not installed (no revision recorded, no schema pgcounter)",
-            "run `pgcounter migrate`",
-            data,
-        )
+        return not_installed(data)
     return classify_revision(recorded, history)
 
 
